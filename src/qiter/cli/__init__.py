@@ -1,0 +1,51 @@
+"""The ``qiter`` command line: one entry point, one subcommand per task, each a thin call into the API.
+
+Each command group lives in its own module with a ``register(subparsers)`` function; this module only
+assembles them and turns a :class:`~qiter.errors.QiterError` into a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from qiter import __version__
+from qiter.errors import QiterError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand."""
+    from qiter.cli import dqn_commands, fqi_commands, misc_commands, tabular_commands
+
+    parser = argparse.ArgumentParser(
+        prog="qiter",
+        description="Value-based reinforcement learning: tabular Q-learning, Fitted Q Iteration and DQN.",
+    )
+    parser.add_argument("--version", action="version", version=f"qiter {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (tabular_commands, fqi_commands, dqn_commands, misc_commands):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the process exit code.
+
+    :param argv: Arguments (without the program name); ``sys.argv[1:]`` when ``None``.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except QiterError as exc:
+        print(f"qiter: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qiter: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

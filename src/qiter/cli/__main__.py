@@ -1,0 +1,5 @@
+import sys
+
+from qiter.cli import main
+
+sys.exit(main())

@@ -1,0 +1,119 @@
+"""Making and checking gymnasium environments.
+
+Every algorithm goes through :func:`make_env` and the ``require_*`` checks, so an unknown id or an
+unsupported space is reported once, clearly, in words a user can act on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any
+
+import gymnasium as gym
+from gymnasium import spaces
+
+from qiter.errors import QiterError
+
+# Environments that live in third-party packages: importing the package registers them with gymnasium.
+_PLUGIN_PACKAGES = {
+    "FlappyBird": ("flappy_bird_gymnasium", "pip install 'qiter[flappy]'"),
+    "highway": ("highway_env", "pip install highway-env"),
+}
+
+
+def _register_plugin(env_id: str) -> None:
+    for prefix, (module, hint) in _PLUGIN_PACKAGES.items():
+        if env_id.startswith(prefix):
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise QiterError(f"{env_id} needs the package '{module}': {hint}") from exc
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise a :class:`QiterError` with close suggestions if ``env_id`` is not a registered environment.
+
+    :param env_id: A gymnasium id such as ``"CartPole-v1"``.
+    """
+    _register_plugin(env_id)
+    if env_id in gym.registry:
+        return
+    known = list(gym.registry.keys())
+    name = env_id.rsplit("-v", 1)[0]
+    newer = sorted(k for k in known if k.rsplit("-v", 1)[0] == name)
+    if newer:
+        raise QiterError(f"environment '{env_id}' is not available in this gymnasium; use one of: {', '.join(newer)}")
+    close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else " Run `qiter envs` to list them."
+    raise QiterError(f"unknown environment id '{env_id}'.{hint}")
+
+
+def make_env(env_id: str, render_mode: str | None = None, flatten: bool = False, **kwargs: Any) -> gym.Env:
+    """Create a gymnasium environment, with a clear error for unknown ids.
+
+    :param env_id: A gymnasium id such as ``"CartPole-v1"``.
+    :param render_mode: ``None``, ``"rgb_array"`` (for videos) or ``"human"``.
+    :param flatten: Flatten a non-flat Box (or Dict/Tuple) observation into a 1-D Box, as the seed does for
+        highway-env.
+    :param kwargs: Passed on to ``gym.make``.
+    :return: The environment.
+    """
+    check_env_id(env_id)
+    env = gym.make(env_id, render_mode=render_mode, **kwargs)
+    if flatten and not (isinstance(env.observation_space, spaces.Box) and len(env.observation_space.shape) == 1):
+        if isinstance(env.observation_space, spaces.Discrete):
+            return env
+        env = gym.wrappers.FlattenObservation(env)
+    return env
+
+
+def require_discrete_actions(env: gym.Env, algo: str) -> int:
+    """Return the number of actions, or raise if the action space is not ``Discrete``.
+
+    :param env: The environment.
+    :param algo: Name of the algorithm, for the message.
+    :return: ``env.action_space.n``.
+    """
+    space = env.action_space
+    if not isinstance(space, spaces.Discrete):
+        raise QiterError(
+            f"{algo} needs a Discrete action space, but {env_name(env)} has {space}. "
+            "Continuous actions need another algorithm (for example discretize the actions, or use DDPG/NAF)."
+        )
+    return int(space.n)
+
+
+def require_box_observations(env: gym.Env, algo: str) -> tuple[int, ...]:
+    """Return the observation shape, or raise if the observation space is not a ``Box``.
+
+    :param env: The environment (flatten Dict/Tuple spaces first with ``make_env(..., flatten=True)``).
+    :param algo: Name of the algorithm, for the message.
+    :return: The observation shape.
+    """
+    space = env.observation_space
+    if not isinstance(space, spaces.Box):
+        extra = " Use the tabular algorithms (`qiter tabular`) for it." if isinstance(space, spaces.Discrete) else ""
+        raise QiterError(f"{algo} needs a Box observation space, but {env_name(env)} has {space}.{extra}")
+    return tuple(space.shape)
+
+
+def require_discrete_observations(env: gym.Env, algo: str) -> int:
+    """Return the number of states, or raise if the observation space is not ``Discrete``.
+
+    :param env: The environment.
+    :param algo: Name of the algorithm, for the message.
+    :return: ``env.observation_space.n``.
+    """
+    space = env.observation_space
+    if not isinstance(space, spaces.Discrete):
+        raise QiterError(
+            f"{algo} needs a Discrete observation space (a table of states), but {env_name(env)} has {space}. "
+            "Use FQI (`qiter fqi`) or DQN (`qiter train`) for continuous observations."
+        )
+    return int(space.n)
+
+
+def env_name(env: gym.Env) -> str:
+    """The id of an environment, or its class name when it was not made from the registry."""
+    return env.spec.id if env.spec is not None else type(env.unwrapped).__name__

@@ -1,0 +1,51 @@
+"""Recording evaluation episodes to mp4 with gymnasium's own ``RecordVideo`` wrapper.
+
+The seeds used ``VideoRecorder``, which gymnasium 1.x removed; ``RecordVideo`` with a manual
+``start_recording`` gives the same result: one mp4 holding every evaluation episode.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gymnasium as gym
+from gymnasium.wrappers import RecordVideo
+
+from qiter.errors import QiterError
+
+DEFAULT_VIDEO_FOLDER = "logs/videos"
+
+
+def video_env(env: gym.Env, video_name: str, video_folder: str | os.PathLike[str] = DEFAULT_VIDEO_FOLDER) -> RecordVideo:
+    """Wrap ``env`` so that everything it renders from now on goes into ``video_folder/video_name.mp4``.
+
+    Call :func:`finish_video` when done: it writes the file and leaves ``env`` open.
+
+    :param env: An environment made with ``render_mode="rgb_array"``.
+    :param video_name: File name without the ``.mp4`` suffix.
+    :param video_folder: Folder for the video (created if needed).
+    :return: The wrapped environment, already recording.
+    """
+    if env.render_mode != "rgb_array":
+        raise QiterError(f"recording a video needs an env made with render_mode='rgb_array', not {env.render_mode!r}")
+    Path(video_folder).mkdir(parents=True, exist_ok=True)
+    # Never trigger on its own, and a finite but huge length: with 0 (unbounded) RecordVideo would cut the
+    # video at the next reset, and we want every evaluation episode in one file.
+    wrapped = RecordVideo(
+        env,
+        str(video_folder),
+        step_trigger=lambda _: False,
+        video_length=10**9,
+        disable_logger=True,
+    )
+    wrapped.start_recording(video_name)
+    return wrapped
+
+
+def finish_video(wrapped: RecordVideo) -> Path:
+    """Write the mp4 recorded by :func:`video_env` and return its path (the inner env stays open)."""
+    path = Path(wrapped.video_folder) / f"{wrapped._video_name}.mp4"
+    if wrapped.recording:
+        wrapped.stop_recording()
+    return path
