@@ -1,0 +1,114 @@
+"""The autograd path: DQN gradient steps with PyTorch, on any device (CPU or CUDA), for any network.
+
+The trainer uses it when the numpy fast path does not apply (a GPU, an activation the fast path lacks)
+or when asked for with ``backend: torch``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch as th
+
+from qiter.dqn.buffers import ReplayBufferSamples
+from qiter.dqn.fast import NumpyQFunction, supports_numpy
+from qiter.dqn.losses import dqn_loss
+from qiter.dqn.networks import QNetwork
+
+
+def make_adam(params: list[th.nn.Parameter], lr: float, eps: float, device: th.device) -> th.optim.Adam:
+    """Adam, fused where this torch build supports it (one kernel for all parameters: far less overhead)."""
+    try:
+        return th.optim.Adam(params, lr=lr, eps=eps, fused=True)
+    except (RuntimeError, TypeError):  # pragma: no cover - older builds or devices without a fused kernel
+        return th.optim.Adam(params, lr=lr, eps=eps, foreach=device.type == "cuda")
+
+
+class TorchLearner:
+    """DQN gradient steps with autograd.
+
+    :param q_net: The online network (already on ``device``).
+    :param q_target_net: The target network (already on ``device``).
+    :param learning_rate: Adam's learning rate.
+    :param gamma: Discount factor.
+    :param double_dqn: Double DQN targets.
+    :param loss: ``"mse"`` or ``"huber"``.
+    :param max_grad_norm: Gradient norm clipping (``None``: none).
+    :param adam_eps: Adam's epsilon.
+    :param device: Where the networks live.
+    """
+
+    def __init__(
+        self,
+        q_net: QNetwork,
+        q_target_net: QNetwork,
+        learning_rate: float,
+        gamma: float,
+        double_dqn: bool = False,
+        loss: str = "mse",
+        max_grad_norm: float | None = None,
+        adam_eps: float = 1e-8,
+        device: th.device | str = "cpu",
+    ) -> None:
+        self.q_net, self.q_target_net = q_net, q_target_net
+        self.device = th.device(device)
+        self.gamma = gamma
+        self.double_dqn = double_dqn
+        self.loss = loss
+        self.max_grad_norm = max_grad_norm
+        self.optimizer = make_adam(list(q_net.parameters()), learning_rate, adam_eps, self.device)
+        self.dtype = next(q_net.parameters()).dtype
+        # Acting on the CPU goes through numpy views of the weights: no per-step torch call.
+        self._numpy_q = NumpyQFunction(q_net) if supports_numpy(q_net) else None
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = value
+
+    def act(self, observation: np.ndarray) -> int:
+        """Greedy action of the online network for one observation."""
+        if self._numpy_q is not None:
+            return self._numpy_q.act(observation)
+        with th.no_grad():
+            obs = th.as_tensor(observation[np.newaxis], device=self.device, dtype=self.dtype)
+            return int(self.q_net(obs).argmax(dim=1).item())
+
+    def greedy(self, observations: np.ndarray) -> np.ndarray:
+        """Greedy actions of the online network for a batch of observations."""
+        with th.no_grad():
+            obs = th.as_tensor(observations, device=self.device, dtype=self.dtype)
+            return self.q_net(obs).argmax(dim=1).cpu().numpy()
+
+    def update(self, samples: ReplayBufferSamples) -> tuple[float, float, np.ndarray]:
+        """One gradient step on a minibatch; returns ``(loss, mean Q(s, a), td_errors)``."""
+        data = samples.to_torch(self.device)
+        loss, td_errors, current_q = dqn_loss(self.q_net, self.q_target_net, data, self.gamma, self.double_dqn, self.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.max_grad_norm is not None:
+            th.nn.utils.clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        return float(loss), float(current_q.mean()), td_errors.cpu().numpy()
+
+    def update_target(self, tau: float = 1.0) -> None:
+        """Hard copy (``tau = 1``) or Polyak averaging of the online parameters into the target network."""
+        with th.no_grad():
+            if tau >= 1.0:
+                for p_target, p in zip(self.q_target_net.parameters(), self.q_net.parameters()):
+                    p_target.copy_(p)
+            else:
+                th._foreach_lerp_(list(self.q_target_net.parameters()), list(self.q_net.parameters()), tau)
+
+    def optimizer_state(self) -> dict[str, object]:
+        """State of the optimizer for checkpoints."""
+        return {"kind": "torch-adam", "state": self.optimizer.state_dict()}
+
+    def load_optimizer_state(self, state: dict[str, object]) -> None:
+        """Restore the optimizer state from a checkpoint."""
+        inner = state["state"]
+        assert isinstance(inner, dict)
+        self.optimizer.load_state_dict(inner)
