@@ -1,0 +1,426 @@
+"""Run folders: where a training run keeps its config, logs, checkpoints and evaluation results.
+
+One run, one folder::
+
+    runs/<env_id>/<algo>-<seed>-<YYYYmmdd-HHMMSS>/
+        config.yaml          the resolved config (what a resume reads back)
+        episodes.csv         one row per finished episode (return, length, epsilon)
+        train.csv            one row per log interval (loss, mean_q, epsilon, learning_rate, steps_per_second)
+        eval.csv             one row per periodic evaluation (mean_return, std_return)
+        tb/                  the same scalars for TensorBoard (``<kind>/<key>``)
+        checkpoints/         ``latest.pt``, ``best.pt`` (written atomically)
+        eval.json            the final evaluation
+        videos/
+
+Everything here is plain files, so a crash loses at most the row being written, and a checkpoint on disk is
+always complete: it is written to a temporary file, synced, then renamed over the old one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import pickle
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import numpy as np
+import torch
+import yaml
+
+from qiter.errors import QiterError
+
+CHECKPOINT_FORMAT = "qiter-dqn-v1"
+CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE = "config.yaml"
+EVAL_FILE = "eval.json"
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "RunLogger",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "load_run_config",
+    "make_run_dir",
+    "read_csv",
+    "save_checkpoint",
+    "save_config",
+    "write_eval",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Run folders
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _safe_name(name: str) -> str:
+    """A file-name-safe version of an env id (``ALE/Pong-v5`` -> ``ALE_Pong-v5``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "env"
+
+
+def make_run_dir(root: str | Path, env_id: str, algo: str, seed: int) -> Path:
+    """Create a new, empty run folder ``root/<env_id>/<algo>-<seed>-<YYYYmmdd-HHMMSS>``.
+
+    Two runs started in the same second get distinct folders (``...-HHMMSS-1``, ``-2``...). Characters that
+    are not safe in a file name (such as the ``/`` of ``ALE/Pong-v5``) become ``_``.
+
+    :param root: Folder that holds all runs (created if needed).
+    :param env_id: Environment id.
+    :param algo: Algorithm name, e.g. ``"dqn"``.
+    :param seed: Random seed of the run.
+    :return: The new folder.
+    """
+    parent = Path(root) / _safe_name(env_id)
+    parent.mkdir(parents=True, exist_ok=True)
+    base = f"{_safe_name(algo)}-{seed}-{datetime.now():%Y%m%d-%H%M%S}"
+    for i in range(10_000):
+        run_dir = parent / (base if i == 0 else f"{base}-{i}")
+        try:
+            run_dir.mkdir()  # atomic: fails if another process took this name first
+        except FileExistsError:
+            continue
+        return run_dir
+    raise QiterError(f"could not create a new run folder under {parent}")  # pragma: no cover
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write a small text file through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_config(run_dir: str | Path, config_dict: Mapping[str, Any]) -> Path:
+    """Write the resolved config to ``run_dir/config.yaml`` (keys in the given order).
+
+    :return: The path of the file.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    _atomic_write_text(path, yaml.safe_dump(dict(config_dict), sort_keys=False, default_flow_style=False))
+    return path
+
+
+def load_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """Read ``run_dir/config.yaml`` back as a plain dict (turn it into a config with ``config_from_dict``)."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise QiterError(f"{Path(run_dir)} is not a run folder (no {CONFIG_FILE})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise QiterError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise QiterError(f"{path} should hold a mapping of config keys to values")
+    return data
+
+
+def write_eval(run_dir: str | Path, result: Mapping[str, Any]) -> Path:
+    """Write the final evaluation to ``run_dir/eval.json``.
+
+    :return: The path of the file.
+    """
+    path = Path(run_dir) / EVAL_FILE
+    _atomic_write_text(path, json.dumps(_to_jsonable(result), indent=2) + "\n")
+    return path
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray | torch.Tensor):
+        return _to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Logging: CSV files (always) and TensorBoard (optional)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class RunLogger:
+    """Append metrics to ``run_dir/<kind>.csv`` and, optionally, TensorBoard scalars under ``run_dir/tb``.
+
+    Each kind gets its own CSV file, whose columns are ``step``, the keys of the first row logged to it, then
+    ``wall_time`` (seconds since the epoch). Every row is flushed at once, so a crash loses nothing already
+    logged. A logger opened on an existing run (a resume) appends to the files and keeps their header.
+
+    Logging is meant for once per episode or per log interval, not once per environment step.
+
+    :param run_dir: The run folder (created if needed).
+    :param tensorboard: Also write TensorBoard scalars ``<kind>/<key>``. If TensorBoard cannot be imported,
+        a warning is shown and only the CSV files are written.
+    """
+
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._files: dict[str, IO[str]] = {}
+        self._writers: dict[str, csv.DictWriter[str]] = {}
+        self._columns: dict[str, list[str]] = {}
+        self._warned: set[str] = set()
+        self._tb: Any = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # slow import: only when asked for
+            except ImportError as e:  # pragma: no cover - tensorboard is a dependency
+                warnings.warn(f"TensorBoard logging is off ({e}); CSV logs are still written", stacklevel=2)
+            else:
+                self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), flush_secs=30)
+
+    def _writer(self, kind: str, keys: list[str]) -> csv.DictWriter[str]:
+        writer = self._writers.get(kind)
+        if writer is not None:
+            return writer
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", kind):
+            raise ValueError(f"invalid log kind {kind!r}: use letters, digits, '_', '-' or '.'")
+        path = self.run_dir / f"{kind}.csv"
+        columns: list[str] | None = None
+        needs_newline = False
+        if path.is_file() and path.stat().st_size > 0:
+            with path.open(newline="", encoding="utf-8") as f:
+                columns = next(csv.reader(f), None)
+            needs_newline = not path.read_bytes().endswith(b"\n")
+        if columns:
+            f = path.open("a", newline="", encoding="utf-8")
+            if needs_newline:  # the previous process died in the middle of a row
+                f.write("\r\n")
+            writer = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="ignore")
+        else:
+            columns = ["step", *[k for k in keys if k not in ("step", "wall_time")], "wall_time"]
+            f = path.open("w", newline="", encoding="utf-8")
+            writer = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="ignore")
+            writer.writeheader()
+            f.flush()
+        self._files[kind], self._writers[kind], self._columns[kind] = f, writer, columns
+        return writer
+
+    def log(self, kind: str, step: int, values: Mapping[str, float]) -> None:
+        """Append one row to ``<kind>.csv`` (and TensorBoard).
+
+        :param kind: Which file: ``"episodes"``, ``"train"``, ``"eval"``...
+        :param step: Environment step of the row.
+        :param values: Metric name -> number. Keys absent from the file's header (set by its first row) are
+            left out of the CSV with a warning, but still go to TensorBoard.
+        """
+        writer = self._writer(kind, list(values))
+        extra = [k for k in values if k not in self._columns[kind]]
+        if extra and kind not in self._warned:
+            self._warned.add(kind)
+            msg = f"{kind}.csv has no column for {extra}; these values only go to TensorBoard"
+            warnings.warn(msg, stacklevel=2)
+        now = time.time()
+        row: dict[str, Any] = {k: _number(v) for k, v in values.items()}
+        row["step"] = int(step)
+        row["wall_time"] = round(now, 3)
+        writer.writerow(row)
+        self._files[kind].flush()
+        if self._tb is not None:
+            for key, value in values.items():
+                self._tb.add_scalar(f"{kind}/{key}", float(value), global_step=int(step), walltime=now)
+
+    def flush(self) -> None:
+        """Push everything to disk (CSV rows are already flushed; this also flushes TensorBoard)."""
+        for f in self._files.values():
+            f.flush()
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        """Close the files (idempotent)."""
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+        self._writers.clear()
+        self._columns.clear()
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _number(value: Any) -> Any:
+    """A CSV-friendly number (numpy and torch scalars become Python ones)."""
+    if isinstance(value, torch.Tensor | np.generic):
+        return value.item()
+    return value
+
+
+def read_csv(run_dir: str | Path, kind: str) -> dict[str, np.ndarray]:
+    """Read ``run_dir/<kind>.csv`` into one float array per column (empty cells become NaN).
+
+    :param run_dir: The run folder.
+    :param kind: Which file: ``"episodes"``, ``"train"``, ``"eval"``...
+    :return: Column name -> values (``step`` included).
+    """
+    path = Path(run_dir) / f"{kind}.csv"
+    if not path.is_file():
+        raise QiterError(f"no {kind} log in {Path(run_dir)} ({path.name} is missing)")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header:
+            raise QiterError(f"{path} is empty")
+        rows = [r for r in reader if len(r) == len(header)]  # a torn last row (crash) is skipped
+
+    def to_float(cell: str) -> float:
+        try:
+            return float(cell) if cell != "" else math.nan
+        except ValueError:
+            return math.nan
+
+    return {name: np.array([to_float(r[i]) for r in rows], dtype=np.float64) for i, name in enumerate(header)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _weights_only_safe(value: Any, where: str = "state") -> Any:
+    """Convert a checkpoint state to what ``torch.load(weights_only=True)`` accepts.
+
+    numpy arrays become tensors, numpy scalars Python numbers, numpy generators their ``bit_generator.state``
+    (a dict of str/int), paths strings; anything else that is not a tensor, number, string, bool, None,
+    list, tuple or dict is refused (before anything is written).
+    """
+    if isinstance(value, np.generic):  # before the float check: np.float64 subclasses float
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str | torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value).copy())
+    if isinstance(value, np.random.Generator):
+        return value.bit_generator.state
+    if isinstance(value, np.random.BitGenerator):
+        return value.state
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: _weights_only_safe(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_weights_only_safe(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, tuple):
+        return tuple(_weights_only_safe(v, f"{where}[{i}]") for i, v in enumerate(value))
+    raise TypeError(
+        f"checkpoint {where} is a {type(value).__name__}, which torch.load(weights_only=True) cannot "
+        "read back; store tensors, numbers, strings, lists, dicts or None"
+    )
+
+
+def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
+    """Save a checkpoint atomically.
+
+    The state is written with ``torch.save`` to a temporary file in the same folder, flushed and synced to
+    disk, then renamed over ``path`` (``os.replace``). A crash at any moment leaves either the previous file
+    or the new one under ``path``, never a truncated one. A ``"format"`` key is added if missing; numpy
+    arrays and generators are converted so :func:`load_checkpoint` can read the file with
+    ``weights_only=True``.
+
+    :param path: Destination file (its folder is created if needed).
+    :param state: Tensors, numbers, strings, lists, dicts, None (numpy values are converted).
+    """
+    path = Path(path)
+    safe = _weights_only_safe(dict(state))
+    safe.setdefault("format", CHECKPOINT_FORMAT)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(safe, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (tensors on the CPU).
+
+    Uses ``torch.load(..., weights_only=True)``: a checkpoint cannot run code when loaded.
+
+    :raises QiterError: The file is missing, corrupt, or not a qiter checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise QiterError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in str(e):
+            raise QiterError(
+                f"{path} is not a readable qiter checkpoint: it holds Python objects other than tensors and "
+                "plain data, which are not loaded for safety (a qiter checkpoint never does)"
+            ) from None
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise QiterError(
+            f"{path} is not a readable qiter checkpoint (corrupt or another format): {first_line}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise QiterError(
+            f"{path} is not a qiter checkpoint (expected format {CHECKPOINT_FORMAT!r}, found {found!r})"
+        )
+    return state
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint to resume from: ``run_dir/checkpoints/latest.pt`` if it exists, else the most recently
+    written ``*.pt`` there, else ``None``."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    latest = folder / "latest.pt"
+    if latest.is_file():
+        return latest
+    if not folder.is_dir():
+        return None
+    candidates = [p for p in folder.glob("*.pt") if p.is_file() and not p.name.startswith(".")]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name))
