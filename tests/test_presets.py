@@ -192,13 +192,11 @@ def test_invariants(override: str, message: str) -> None:
         resolve_config("CartPole-v1", overrides=[override])
 
 
-def test_evaluation_off_needs_a_checkpoint_interval() -> None:
-    with pytest.raises(QiterError, match="checkpoint_interval must be set"):
-        resolve_config(overrides=["evaluation_interval=0"])
-    assert (
-        resolve_config(overrides=["evaluation_interval=0", "checkpoint_interval=100"]).evaluation_interval
-        == 0
-    )
+def test_evaluation_can_be_turned_off() -> None:
+    config = resolve_config(overrides=["evaluation_interval=0"])
+    assert config.evaluation_interval == 0 and config.checkpoint_interval is None
+    with pytest.raises(QiterError, match="checkpoint_interval must be at least 1"):
+        resolve_config(overrides=["checkpoint_interval=0"])
 
 
 def test_precedence_preset_file_overrides_seed(tmp_path: Path) -> None:

@@ -286,8 +286,6 @@ def validate_config(config: DQNConfig) -> None:
     need(c.evaluation_interval >= 0, "evaluation_interval", "at least 0 (0: no periodic evaluation)")
     if c.checkpoint_interval is not None:
         need(c.checkpoint_interval >= 1, "checkpoint_interval", "at least 1 (or none: evaluation_interval)")
-    elif c.evaluation_interval == 0:
-        raise QiterError("checkpoint_interval must be set when evaluation_interval is 0 (it defaults to it)")
     if c.stop_at_return is not None:
         need(not math.isnan(c.stop_at_return), "stop_at_return", "a number (or none)")
     try:
