@@ -43,7 +43,9 @@ def check_env_id(env_id: str) -> None:
     name = env_id.rsplit("-v", 1)[0]
     newer = sorted(k for k in known if k.rsplit("-v", 1)[0] == name)
     if newer:
-        raise QiterError(f"environment '{env_id}' is not available in this gymnasium; use one of: {', '.join(newer)}")
+        raise QiterError(
+            f"environment '{env_id}' is not available in this gymnasium; use one of: {', '.join(newer)}"
+        )
     close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else " Run `qiter envs` to list them."
     raise QiterError(f"unknown environment id '{env_id}'.{hint}")
@@ -61,7 +63,9 @@ def make_env(env_id: str, render_mode: str | None = None, flatten: bool = False,
     """
     check_env_id(env_id)
     env = gym.make(env_id, render_mode=render_mode, **kwargs)
-    if flatten and not (isinstance(env.observation_space, spaces.Box) and len(env.observation_space.shape) == 1):
+    if flatten and not (
+        isinstance(env.observation_space, spaces.Box) and len(env.observation_space.shape) == 1
+    ):
         if isinstance(env.observation_space, spaces.Discrete):
             return env
         env = gym.wrappers.FlattenObservation(env)
@@ -93,7 +97,11 @@ def require_box_observations(env: gym.Env, algo: str) -> tuple[int, ...]:
     """
     space = env.observation_space
     if not isinstance(space, spaces.Box):
-        extra = " Use the tabular algorithms (`qiter tabular`) for it." if isinstance(space, spaces.Discrete) else ""
+        extra = (
+            " Use the tabular algorithms (`qiter tabular`) for it."
+            if isinstance(space, spaces.Discrete)
+            else ""
+        )
         raise QiterError(f"{algo} needs a Box observation space, but {env_name(env)} has {space}.{extra}")
     return tuple(space.shape)
 

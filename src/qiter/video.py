@@ -7,6 +7,7 @@ The seeds used ``VideoRecorder``, which gymnasium 1.x removed; ``RecordVideo`` w
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -17,7 +18,9 @@ from qiter.errors import QiterError
 DEFAULT_VIDEO_FOLDER = "logs/videos"
 
 
-def video_env(env: gym.Env, video_name: str, video_folder: str | os.PathLike[str] = DEFAULT_VIDEO_FOLDER) -> RecordVideo:
+def video_env(
+    env: gym.Env, video_name: str, video_folder: str | os.PathLike[str] = DEFAULT_VIDEO_FOLDER
+) -> RecordVideo:
     """Wrap ``env`` so that everything it renders from now on goes into ``video_folder/video_name.mp4``.
 
     Call :func:`finish_video` when done: it writes the file and leaves ``env`` open.
@@ -28,17 +31,22 @@ def video_env(env: gym.Env, video_name: str, video_folder: str | os.PathLike[str
     :return: The wrapped environment, already recording.
     """
     if env.render_mode != "rgb_array":
-        raise QiterError(f"recording a video needs an env made with render_mode='rgb_array', not {env.render_mode!r}")
+        raise QiterError(
+            f"recording a video needs an env made with render_mode='rgb_array', not {env.render_mode!r}"
+        )
     Path(video_folder).mkdir(parents=True, exist_ok=True)
     # Never trigger on its own, and a finite but huge length: with 0 (unbounded) RecordVideo would cut the
     # video at the next reset, and we want every evaluation episode in one file.
-    wrapped = RecordVideo(
-        env,
-        str(video_folder),
-        step_trigger=lambda _: False,
-        video_length=10**9,
-        disable_logger=True,
-    )
+    with warnings.catch_warnings():
+        # We create the folder ourselves, and one video name never overwrites another.
+        warnings.filterwarnings("ignore", message=".*Overwriting existing videos.*")
+        wrapped = RecordVideo(
+            env,
+            str(video_folder),
+            step_trigger=lambda _: False,
+            video_length=10**9,
+            disable_logger=True,
+        )
     wrapped.start_recording(video_name)
     return wrapped
 

@@ -49,7 +49,9 @@ class DQNConfig:
     exploration_initial_eps: float = 1.0
     exploration_final_eps: float = 0.01
     exploration_fraction: float = 0.1  # linear: fraction of n_timesteps to anneal over
-    exploration_decay_episodes: float = 100.0  # exponential: eps_min + (eps0 - eps_min) * exp(-episode / this)
+    exploration_decay_episodes: float = (
+        100.0  # exponential: eps_min + (eps0 - eps_min) * exp(-episode / this)
+    )
     # Prioritized experience replay
     prioritized_replay: bool = False
     per_alpha: float = 0.6

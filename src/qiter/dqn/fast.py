@@ -108,7 +108,9 @@ class NumpyQFunction:
         """Greedy actions for a batch of observations."""
         return self.forward(observations.astype(self.dtype, copy=False)).argmax(axis=1)
 
-    def backward(self, cache: list[np.ndarray], d_q: np.ndarray, grads_w: list[np.ndarray], grads_b: list[np.ndarray]) -> None:
+    def backward(
+        self, cache: list[np.ndarray], d_q: np.ndarray, grads_w: list[np.ndarray], grads_b: list[np.ndarray]
+    ) -> None:
         """Backpropagate ``d_q = dLoss/dQ`` (batch, n_actions) and write the gradients in place.
 
         :param cache: Layer inputs recorded by :meth:`forward`.
@@ -145,7 +147,9 @@ class NumpyAdam:
     :param eps: Term added to the denominator.
     """
 
-    def __init__(self, params: np.ndarray, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self, params: np.ndarray, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
         self.params = params
         self.lr = lr
         self.beta1, self.beta2 = betas

@@ -76,10 +76,16 @@ def dqn_loss(
     :param loss: ``"mse"`` (the seed's) or ``"huber"`` (smooth L1, delta = 1).
     :return: ``(loss, td_errors, current_q_values)``; the last two are detached, shape (batch_size,).
     """
-    next_values = next_state_values(q_target_net, replay_data.next_observations, q_net if double_dqn else None)
-    target = td_target(replay_data.rewards, replay_data.terminateds, next_values, gamma, replay_data.discounts)
+    next_values = next_state_values(
+        q_target_net, replay_data.next_observations, q_net if double_dqn else None
+    )
+    target = td_target(
+        replay_data.rewards, replay_data.terminateds, next_values, gamma, replay_data.discounts
+    )
     # Q-values of the actions that were taken during data collection.
-    current_q_values = th.gather(q_net(replay_data.observations), dim=1, index=replay_data.actions).squeeze(dim=1)
+    current_q_values = th.gather(q_net(replay_data.observations), dim=1, index=replay_data.actions).squeeze(
+        dim=1
+    )
     if loss == "mse":
         elementwise = (current_q_values - target) ** 2
     elif loss == "huber":

@@ -10,7 +10,9 @@ from gymnasium import spaces
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
 
 
-def _mlp(in_dim: int, out_dim: int, n_hidden_units: int, n_hidden_layers: int, activation_fn: type[nn.Module]) -> nn.Sequential:
+def _mlp(
+    in_dim: int, out_dim: int, n_hidden_units: int, n_hidden_layers: int, activation_fn: type[nn.Module]
+) -> nn.Sequential:
     layers: list[nn.Module] = []
     for _ in range(n_hidden_layers):
         layers += [nn.Linear(in_dim, n_hidden_units), activation_fn()]

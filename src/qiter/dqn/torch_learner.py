@@ -86,13 +86,15 @@ class TorchLearner:
     def update(self, samples: ReplayBufferSamples) -> tuple[float, float, np.ndarray]:
         """One gradient step on a minibatch; returns ``(loss, mean Q(s, a), td_errors)``."""
         data = samples.to_torch(self.device)
-        loss, td_errors, current_q = dqn_loss(self.q_net, self.q_target_net, data, self.gamma, self.double_dqn, self.loss)
+        loss, td_errors, current_q = dqn_loss(
+            self.q_net, self.q_target_net, data, self.gamma, self.double_dqn, self.loss
+        )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.max_grad_norm is not None:
             th.nn.utils.clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm)
         self.optimizer.step()
-        return float(loss), float(current_q.mean()), td_errors.cpu().numpy()
+        return float(loss.detach()), float(current_q.mean()), td_errors.cpu().numpy()
 
     def update_target(self, tau: float = 1.0) -> None:
         """Hard copy (``tau = 1``) or Polyak averaging of the online parameters into the target network."""

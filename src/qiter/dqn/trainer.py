@@ -87,6 +87,13 @@ def make_training_envs(config: DQNConfig, eval_render_mode: str | None = None) -
     return env, eval_env
 
 
+def dqn_spaces(env: gym.Env) -> tuple[spaces.Box, spaces.Discrete]:
+    """The observation and action spaces of an env already checked by :func:`make_training_envs`."""
+    obs_space, action_space = env.observation_space, env.action_space
+    assert isinstance(obs_space, spaces.Box) and isinstance(action_space, spaces.Discrete)
+    return obs_space, action_space
+
+
 def _network_space(env: gym.Env) -> spaces.Box:
     """The observation space as the network sees it: float32 (float64 observations are cast, as in SB3)."""
     space = env.observation_space
@@ -97,10 +104,14 @@ def _network_space(env: gym.Env) -> spaces.Box:
 def make_learner(config: DQNConfig, q_net: QNetwork, q_target_net: QNetwork) -> NumpyLearner | TorchLearner:
     """The numpy fast path when it applies (and is not turned off), else the autograd path."""
     device = th.device(config.device)
-    use_numpy = config.backend == "numpy" or (config.backend == "auto" and device.type == "cpu" and supports_numpy(q_net))
+    use_numpy = config.backend == "numpy" or (
+        config.backend == "auto" and device.type == "cpu" and supports_numpy(q_net)
+    )
     if use_numpy:
         if device.type != "cpu" or not supports_numpy(q_net):
-            raise QiterError("backend 'numpy' needs device 'cpu' and a relu or tanh network; use backend 'auto' or 'torch'")
+            raise QiterError(
+                "backend 'numpy' needs device 'cpu' and a relu or tanh network; use backend 'auto' or 'torch'"
+            )
         return NumpyLearner(
             q_net, q_target_net, config.learning_rate, config.gamma, config.double_dqn, config.loss,
             config.max_grad_norm, config.adam_eps,
@@ -115,14 +126,25 @@ def make_learner(config: DQNConfig, q_net: QNetwork, q_target_net: QNetwork) -> 
 
 def make_buffer(config: DQNConfig, env: gym.Env, rng: np.random.Generator) -> ReplayBuffer:
     """The replay buffer the config asks for (uniform or prioritized, 1-step or n-step)."""
-    kwargs: dict[str, Any] = {"n_steps": config.n_steps, "gamma": config.gamma, "rng": rng, "observation_dtype": np.float32}
+    kwargs: dict[str, Any] = {
+        "n_steps": config.n_steps,
+        "gamma": config.gamma,
+        "rng": rng,
+        "observation_dtype": np.float32,
+    }
+    obs_space, action_space = dqn_spaces(env)
     if config.prioritized_replay:
         from qiter.dqn.prioritized import PrioritizedReplayBuffer
 
         return PrioritizedReplayBuffer(
-            config.replay_buffer_size, env.observation_space, env.action_space, alpha=config.per_alpha, eps=config.per_eps, **kwargs
+            config.replay_buffer_size,
+            obs_space,
+            action_space,
+            alpha=config.per_alpha,
+            eps=config.per_eps,
+            **kwargs,
         )
-    return ReplayBuffer(config.replay_buffer_size, env.observation_space, env.action_space, **kwargs)
+    return ReplayBuffer(config.replay_buffer_size, obs_space, action_space, **kwargs)
 
 
 def train(
@@ -156,15 +178,23 @@ def train(
     env, eval_env = make_training_envs(config)
     env.action_space.seed(config.seed)
     eval_env.action_space.seed(config.seed)
-    n_actions = int(env.action_space.n)  # type: ignore[attr-defined]
+    n_actions = int(dqn_spaces(env)[1].n)
 
     q_net = make_q_network(
-        _network_space(env), env.action_space, config.n_hidden_units, config.n_hidden_layers, config.activation, config.dueling
+        _network_space(env),
+        dqn_spaces(env)[1],
+        config.n_hidden_units,
+        config.n_hidden_layers,
+        config.activation,
+        config.dueling,
     )
     q_target_net = copy.deepcopy(q_net)
     learner = make_learner(config, q_net, q_target_net)
     buffer = make_buffer(config, env, rng)
-    prioritized = config.prioritized_replay
+    # Prioritized replay needs two extra calls per update: the annealed beta and the new priorities.
+    from qiter.dqn.prioritized import PrioritizedReplayBuffer
+
+    per_buffer = buffer if isinstance(buffer, PrioritizedReplayBuffer) else None
 
     step, episodes = 0, 0
     exploration_rate = config.exploration_initial_eps
@@ -219,7 +249,9 @@ def train(
             runs.save_checkpoint(run_path / "checkpoints" / name, checkpoint_state())
 
     def evaluate_now() -> tuple[float, float]:
-        returns = run_episodes(eval_env, learner.act, config.n_eval_episodes, config.eval_exploration_rate, rng)
+        returns = run_episodes(
+            eval_env, learner.act, config.n_eval_episodes, config.eval_exploration_rate, rng
+        )
         return float(returns.mean()), float(returns.std())
 
     # Resume starts a fresh episode: the environment's inner state cannot be saved in general.
@@ -229,7 +261,8 @@ def train(
     last_return = math.nan
     loss_sum, q_sum, n_updates = 0.0, 0.0, 0
     anneal_steps = int(config.exploration_fraction * config.n_timesteps)
-    checkpoint_interval = config.checkpoint_interval or config.evaluation_interval
+    # With neither interval set, the only checkpoint is the one written at the end.
+    checkpoint_interval = config.checkpoint_interval or config.evaluation_interval or config.n_timesteps
     lr_schedule = config.learning_rate_final is not None
     greedy_policy = learner.greedy if config.n_steps > 1 and config.n_step_cut == "greedy" else None
     steps_target = config.target_update_unit == "steps"
@@ -239,10 +272,15 @@ def train(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.n_timesteps, initial=step, unit="step", dynamic_ncols=True, desc=config.env_id)
+        bar = tqdm(
+            total=config.n_timesteps, initial=step, unit="step", dynamic_ncols=True, desc=config.env_id
+        )
     start_time = time.perf_counter()
     start_step = step
     interval_time, interval_step = start_time, step
+    # A diverging run overflows before the loss check reports it: no numpy warnings on the way there.
+    errstate = np.errstate(over="ignore", invalid="ignore")
+    errstate.__enter__()
     try:
         while step < config.n_timesteps:
             step += 1
@@ -264,13 +302,19 @@ def train(
                 episodes += 1
                 last_return = episode_return
                 if logger is not None:
-                    logger.log("episodes", step, {"return": episode_return, "length": episode_length, "epsilon": exploration_rate})
+                    logger.log(
+                        "episodes",
+                        step,
+                        {"return": episode_return, "length": episode_length, "epsilon": exploration_rate},
+                    )
                 episode_return, episode_length = 0.0, 0
                 obs, _ = env.reset()
                 if config.exploration_schedule == "exponential":
                     # The rlberry seed's schedule: decays per episode towards the final value.
                     eps0, eps_min = config.exploration_initial_eps, config.exploration_final_eps
-                    exploration_rate = eps_min + (eps0 - eps_min) * math.exp(-episodes / config.exploration_decay_episodes)
+                    exploration_rate = eps_min + (eps0 - eps_min) * math.exp(
+                        -episodes / config.exploration_decay_episodes
+                    )
                 if not steps_target and episodes % config.target_network_update_interval == 0:
                     learner.update_target(config.tau)
 
@@ -284,8 +328,10 @@ def train(
                     learner.learning_rate = linear_schedule(
                         config.learning_rate, config.learning_rate_final, step, config.n_timesteps
                     )
-                if prioritized:
-                    buffer.beta = linear_schedule(config.per_beta_initial, config.per_beta_final, step, config.n_timesteps)  # type: ignore[attr-defined]
+                if per_buffer is not None:
+                    per_buffer.beta = linear_schedule(
+                        config.per_beta_initial, config.per_beta_final, step, config.n_timesteps
+                    )
                 for _ in range(config.gradient_steps):
                     samples = buffer.sample(config.batch_size, greedy_policy)
                     loss, mean_q, td_errors = learner.update(samples)
@@ -295,8 +341,9 @@ def train(
                             "The last good checkpoint is kept; try a smaller learning rate, the huber loss or "
                             "gradient clipping (max_grad_norm)."
                         )
-                    if prioritized:
-                        buffer.update_priorities(samples.indices, td_errors)  # type: ignore[attr-defined]
+                    if per_buffer is not None:
+                        assert samples.indices is not None
+                        per_buffer.update_priorities(samples.indices, td_errors)
                     loss_sum += loss
                     q_sum += mean_q
                     n_updates += 1
@@ -320,7 +367,12 @@ def train(
                 loss_sum, q_sum, n_updates = 0.0, 0.0, 0
                 if bar is not None:
                     bar.update(step - bar.n)
-                    bar.set_postfix(sps=f"{sps:,.0f}", ret=f"{last_return:.1f}", eps=f"{exploration_rate:.3f}", refresh=False)
+                    bar.set_postfix(
+                        sps=f"{sps:,.0f}",
+                        ret=f"{last_return:.1f}",
+                        eps=f"{exploration_rate:.3f}",
+                        refresh=False,
+                    )
 
             if config.evaluation_interval > 0 and step % config.evaluation_interval == 0:
                 mean, std = evaluate_now()
@@ -338,11 +390,14 @@ def train(
                 if config.stop_at_return is not None and mean >= config.stop_at_return:
                     stopped_early = True
                     if verbose:
-                        (bar.write if bar is not None else print)(f"Stopping: return {mean:.2f} >= {config.stop_at_return}")
+                        (bar.write if bar is not None else print)(
+                            f"Stopping: return {mean:.2f} >= {config.stop_at_return}"
+                        )
                     break
             if step % checkpoint_interval == 0:
                 save("latest.pt")
     finally:
+        errstate.__exit__(None, None, None)
         if bar is not None:
             bar.update(step - bar.n)
             bar.close()
@@ -393,3 +448,53 @@ def _load_buffer(buffer: ReplayBuffer, state: dict[str, Any]) -> None:
     buffer.current_idx, buffer.is_full = int(state["current_idx"]), bool(state["is_full"])
     if hasattr(buffer, "load_state_extra"):
         buffer.load_state_extra(state)
+
+
+def load_agent(path: str | Path) -> tuple[DQNConfig, QNetwork]:
+    """Load the config and Q-network from a checkpoint file or a run folder.
+
+    :param path: A ``.pt`` checkpoint, or a run folder (its ``checkpoints/latest.pt`` is used).
+    :return: The run's config and its network (on the CPU, in eval mode).
+    """
+    from qiter import runs
+    from qiter.dqn.presets import config_from_dict
+
+    path = Path(path)
+    if path.is_dir():
+        found = runs.latest_checkpoint(path)
+        if found is None:
+            raise QiterError(f"no checkpoint found in {path / 'checkpoints'}")
+        path = found
+    state = runs.load_checkpoint(path)
+    config = config_from_dict(state["config"])
+    env = make_env(config.env_id, flatten=True)
+    require_box_observations(env, "DQN")
+    require_discrete_actions(env, "DQN")
+    q_net = make_q_network(
+        _network_space(env),
+        dqn_spaces(env)[1],
+        config.n_hidden_units,
+        config.n_hidden_layers,
+        config.activation,
+        config.dueling,
+    )
+    env.close()
+    check_compatible(state, config, q_net)
+    q_net.load_state_dict(state["q_net"])
+    return config, q_net.eval()
+
+
+def greedy_actor(q_net: QNetwork) -> Callable[[np.ndarray], int]:
+    """A fast greedy action function for a CPU network (numpy views), or a torch one otherwise."""
+    if supports_numpy(q_net):
+        from qiter.dqn.fast import NumpyQFunction
+
+        return NumpyQFunction(q_net).act
+    device = next(q_net.parameters()).device
+    dtype = next(q_net.parameters()).dtype
+
+    def act(obs: np.ndarray) -> int:
+        with th.no_grad():
+            return int(q_net(th.as_tensor(obs[np.newaxis], device=device, dtype=dtype)).argmax(dim=1).item())
+
+    return act

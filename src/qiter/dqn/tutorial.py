@@ -8,6 +8,7 @@ checkpoints; ``dqn_update`` and ``collect_one_step`` stay the plain, readable ve
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
@@ -92,7 +93,10 @@ def collect_one_step(
     :return: The last observation (important when collecting data multiple times).
     """
     device = next(q_net.parameters()).device
-    action = epsilon_greedy_action_selection(q_net, obs, exploration_rate, env.action_space, device=str(device))
+    assert isinstance(env.action_space, spaces.Discrete), "DQN only supports discrete actions"
+    action = epsilon_greedy_action_selection(
+        q_net, obs, exploration_rate, env.action_space, device=str(device)
+    )
     next_obs, reward, terminated, truncated, info = env.step(action)
     replay_buffer.store_transition(obs, next_obs, action, float(reward), terminated, truncated)
     obs = next_obs
@@ -154,12 +158,16 @@ def evaluate_policy(
     :return: Mean and standard deviation of the episode returns.
     """
     device = next(q_net.parameters()).device
+    action_space = eval_env.action_space
+    assert isinstance(action_space, spaces.Discrete), "DQN only supports discrete actions"
 
     def act(obs: np.ndarray) -> int:
-        return epsilon_greedy_action_selection(q_net, obs, 0.0, eval_env.action_space, device=str(device))
+        return epsilon_greedy_action_selection(q_net, obs, 0.0, action_space, device=str(device))
 
     record = video_name if video_name is not None and eval_env.render_mode == "rgb_array" else None
-    returns = run_episodes(eval_env, act, n_eval_episodes, eval_exploration_rate, video_name=record, video_folder=video_folder)
+    returns = run_episodes(
+        eval_env, act, n_eval_episodes, eval_exploration_rate, video_name=record, video_folder=video_folder
+    )
     mean, std = float(np.mean(returns)), float(np.std(returns))
     print(f"Mean episode reward: {mean:.2f} +/- {std:.2f}")
     return mean, std
@@ -188,6 +196,7 @@ def run_dqn(
     checkpoint_folder: str | os.PathLike[str] = "logs",
     run_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    on_evaluation: Callable[[int, float, float, QNetwork], None] | None = None,
     **options: object,
 ) -> QNetwork:
     """
@@ -222,6 +231,7 @@ def run_dqn(
     :param checkpoint_folder: Where the seed-named ``q_net_checkpoint_{env_id}_{step}.pth`` files go.
     :param run_dir: Also write a full run folder (config, CSV/TensorBoard logs, resumable checkpoints).
     :param progress: Show a progress bar.
+    :param on_evaluation: Called after each evaluation with ``(step, mean, std, q_net)``.
     :param options: Any other :class:`~qiter.dqn.config.DQNConfig` field (``double_dqn=True``, ...).
     :return: The trained Q-network (float64 when the observations are, as in the seed).
     """
@@ -250,8 +260,15 @@ def run_dqn(
 
     def save_seed_checkpoint(step: int, mean: float, std: float, q_net: QNetwork) -> None:
         th.save(q_net.state_dict(), folder / f"q_net_checkpoint_{env_id}_{step}.pth")
+        if on_evaluation is not None:
+            on_evaluation(step, mean, std, q_net)
 
-    result = train(config, run_dir, progress=progress, on_evaluation=save_seed_checkpoint)
+    result = train(
+        config,
+        None if run_dir is None else Path(run_dir),
+        progress=progress,
+        on_evaluation=save_seed_checkpoint,
+    )
     q_net = result.q_net
     if make_env(env_id).observation_space.dtype == np.float64:
         # For flappy bird: the seed trains in float64; we train in float32 and hand back a float64 copy.
