@@ -193,7 +193,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         total = self.tree.total
         segment = total / batch_size
         # Without a generator, numpy's global one, as the uniform buffer does (the seed's behaviour).
-        uniform = self.rng.random(batch_size) if self.rng is not None else np.random.random(batch_size)  # noqa: NPY002
+        uniform = self.rng.random(batch_size) if self.rng is not None else np.random.random(batch_size)
         prefix_sums = (np.arange(batch_size) + uniform) * segment
         # u < total in exact arithmetic; guard the rounding of the last segment's upper end.
         np.minimum(prefix_sums, np.nextafter(total, 0.0), out=prefix_sums)
