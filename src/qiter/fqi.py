@@ -534,8 +534,10 @@ def fitted_q_iteration(
         raise QiterError(f"n_iterations must be >= 0, not {n_iterations}")
     if not 0.0 <= gamma <= 1.0:
         raise QiterError(f"gamma must be in [0, 1], not {gamma}")
-    data.validate(env)
-    n_actions = _infer_n_actions(data, env, n_actions)
+    data.validate()
+    n_actions = _infer_n_actions(data, env, n_actions)  # before the shape check: the action space says more
+    if env is not None:
+        data.validate(env)
     encoding = resolve_action_encoding(action_encoding, n_actions)
     codes = (
         np.arange(n_actions, dtype=np.float64)[:, np.newaxis] if encoding == "index" else np.eye(n_actions)
