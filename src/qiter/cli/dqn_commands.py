@@ -69,7 +69,7 @@ def register(subparsers: Any) -> None:
 def _train(args: argparse.Namespace) -> int:
     from qiter import runs
     from qiter.dqn.presets import config_from_dict, resolve_config
-    from qiter.dqn.trainer import train
+    from qiter.dqn.trainer import make_training_envs, train
 
     overrides = list(args.overrides)
     if args.steps is not None:
@@ -89,6 +89,9 @@ def _train(args: argparse.Namespace) -> int:
         if args.env_id is None:
             raise QiterError("give an environment id (e.g. `qiter train CartPole-v1`) or --resume RUN_DIR")
         config = resolve_config(args.env_id, args.preset, args.config, overrides, args.seed)
+        # Check the environment before a run folder exists, so a typo leaves no empty folder behind.
+        for env in make_training_envs(config):
+            env.close()
         run_dir = (
             Path(args.run_dir)
             if args.run_dir
