@@ -27,7 +27,7 @@ def test_bench_dqn_prints_ratios(tmp_path: Path) -> None:
         "--eval-episodes", "1", "--out", str(out_file),
     )  # fmt: skip
     assert "CPU:" in stdout and "torch threads: 1" in stdout
-    assert "| variant | steps | wall s | CPU s | steps/s | vs seed | vs SB3 |" in stdout
+    assert "| variant | steps | wall s | steps/s | vs seed | vs SB3 | CPU s | steps/CPU-s |" in stdout
     for label in ("seed loop (reference)", "qiter, numpy backend", "qiter, torch backend"):
         assert f"| {label} | 2,000 |" in stdout
     assert "Stable-Baselines3" not in stdout.split("| variant |")[1]
