@@ -8,7 +8,7 @@ random generator for reproducible runs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch as th
@@ -54,8 +54,10 @@ class ReplayBufferSamples:
         :return: The same samples as tensors; ``actions`` is an int64 tensor of shape (batch, 1) usable as
             a ``th.gather`` index.
         """
+        # fields() rather than astuple(), which would deep-copy every array first.
+        values = (getattr(self, f.name) for f in fields(self))
         return TorchReplayBufferSamples(
-            *(None if x is None else th.as_tensor(x, device=device) for x in astuple(self))  # type: ignore[arg-type]
+            *(None if x is None else th.as_tensor(x, device=device) for x in values)
         )
 
 
@@ -158,8 +160,9 @@ class ReplayBuffer:
         if upper_bound == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         if self.rng is None:
-            return np.random.randint(0, upper_bound, size=batch_size)
-        return self.rng.integers(0, upper_bound, size=batch_size)
+            return np.random.randint(0, upper_bound, batch_size)
+        # size passed by position: the keyword form costs a detour through np.prod on every call.
+        return self.rng.integers(0, upper_bound, batch_size)
 
     def sample(
         self,

@@ -68,6 +68,8 @@ class NumpyQFunction:
         self.tanh = bool(activations) and isinstance(activations[0], nn.Tanh)
         self.dueling = q_net.dueling
         self.dtype = self.weights[0].dtype
+        # (W^T, b) per layer, the transposes made once: still views of the live weights.
+        self.layers = [(w.T, b) for w, b in zip(self.weights, self.biases)]
 
     def _activate(self, h: np.ndarray) -> np.ndarray:
         return np.tanh(h, out=h) if self.tanh else np.maximum(h, 0, out=h)
@@ -79,11 +81,11 @@ class NumpyQFunction:
         :param cache: When given, the input of every layer is appended to it (for :meth:`backward`).
         """
         h = x
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+        last = len(self.layers) - 1
+        for i, (w_t, b) in enumerate(self.layers):
             if cache is not None:
                 cache.append(h)
-            h = h @ w.T
+            h = h @ w_t
             h += b
             if i < last:
                 self._activate(h)
@@ -102,7 +104,7 @@ class NumpyQFunction:
             if i < last:
                 self._activate(h)
         # In a dueling head V(s) and the mean advantage are the same for every action.
-        return int(np.argmax(h[1:] if self.dueling else h))
+        return int((h[1:] if self.dueling else h).argmax())
 
     def greedy(self, observations: np.ndarray) -> np.ndarray:
         """Greedy actions for a batch of observations."""
@@ -128,7 +130,7 @@ class NumpyQFunction:
         for i in range(len(self.weights) - 1, -1, -1):
             h_in = cache[i]
             np.matmul(delta.T, h_in, out=grads_w[i])
-            np.sum(delta, axis=0, out=grads_b[i])
+            np.add.reduce(delta, 0, out=grads_b[i])
             if i > 0:
                 delta = delta @ self.weights[i]
                 # h_in is the activation output of the previous layer: its derivative is cheap from it.
@@ -247,6 +249,7 @@ class NumpyLearner:
             offset += b.size
         self._tmp = np.empty_like(self.params)
         self._d_q: np.ndarray | None = None
+        self._arange = np.arange(0)
 
     @property
     def learning_rate(self) -> float:
@@ -272,14 +275,14 @@ class NumpyLearner:
         """
         obs, next_obs = samples.observations, samples.next_observations
         batch_size = len(obs)
-        rows = np.arange(batch_size)
+        rows = self._rows(batch_size)
         actions = samples.actions[:, 0]
         # TD target, no gradient: y = r + gamma^k * (1 - terminated) * V_target(s')
         next_q = self.q_target.forward(next_obs)
         if self.double_dqn:
             next_values = next_q[rows, self.q.forward(next_obs).argmax(axis=1)]
         else:
-            next_values = next_q.max(axis=1)
+            next_values = np.maximum.reduce(next_q, 1)
         discount = self.gamma if samples.discounts is None else samples.discounts
         td_target = samples.rewards + discount * next_values * ~samples.terminateds
         # Forward with the online network, keeping layer inputs for backpropagation.
@@ -310,7 +313,13 @@ class NumpyLearner:
             if clip_coef < 1.0:
                 self.grad *= clip_coef
         self.optimizer.step(self.grad)
-        return loss, float(current_q.sum()) / batch_size, td_errors
+        return loss, float(np.add.reduce(current_q)) / batch_size, td_errors
+
+    def _rows(self, batch_size: int) -> np.ndarray:
+        """``arange(batch_size)``, kept from one update to the next (the batch size rarely changes)."""
+        if len(self._arange) != batch_size:
+            self._arange = np.arange(batch_size)
+        return self._arange
 
     def _d_q_buffer(self, q_values: np.ndarray) -> np.ndarray:
         """A zeroed (batch, n_actions) array for dLoss/dQ, reused from one update to the next."""
