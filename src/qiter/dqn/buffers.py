@@ -57,7 +57,7 @@ class ReplayBufferSamples:
         # fields() rather than astuple(), which would deep-copy every array first.
         values = (getattr(self, f.name) for f in fields(self))
         return TorchReplayBufferSamples(
-            *(None if x is None else th.as_tensor(x, device=device) for x in values)
+            *(None if x is None else th.as_tensor(x, device=device) for x in values)  # type: ignore[arg-type]
         )
 
 
