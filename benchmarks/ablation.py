@@ -36,7 +36,7 @@ import numpy as np
 import torch as th
 
 from qiter.dqn import DQNConfig, train
-from qiter.dqn.presets import config_from_dict, load_preset
+from qiter.dqn.presets import config_from_dict, load_preset, parse_overrides
 
 ENVS = ("CartPole-v1", "Acrobot-v1")
 # Keys that the variants turn on: the base config sets them all back to plain DQN.
@@ -218,6 +218,14 @@ def main(argv: list[str] | None = None) -> int:
         "--variants", default=",".join(VARIANTS), help=f"comma-separated, among {', '.join(VARIANTS)}"
     )
     parser.add_argument("--n-timesteps", type=int, default=None, help="override every env's step budget")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a key of every env's base config (e.g. n_hidden_units=64)",
+    )
     parser.add_argument("--last", type=int, default=3, help="average the last N evaluations of each run")
     parser.add_argument("--out", type=Path, default=Path("docs/ablation"), help="output folder")
     parser.add_argument(
@@ -237,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         envs, n_seeds, extra = ["CartPole-v1"], 1, dict(SMOKE)
     if args.n_timesteps is not None:
         extra["n_timesteps"] = args.n_timesteps
+    extra.update(parse_overrides(args.overrides))
     seeds = list(range(n_seeds))
 
     eval_rows, run_rows = run_all(envs, variants, seeds, extra, args.last)
@@ -245,8 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(args.out / "runs.csv", run_rows)
     budgets = ", ".join(f"{e}: {make_config(e, 'dqn', 0, extra).n_timesteps:,} steps" for e in envs)
     note = (
-        f"{len(seeds)} seed(s); {budgets}; base config = the env's preset with every improvement off. "
-        f"± is the standard deviation over seeds. Made by `benchmarks/ablation.py`"
+        f"{len(seeds)} seed(s); {budgets}; base config = the env's preset with every improvement off"
+        + (f" and {', '.join(args.overrides)}" if args.overrides else "")
+        + ". "
+        "± is the standard deviation over seeds. Made by `benchmarks/ablation.py`"
         + (" --smoke (tiny budgets: not a result)." if args.smoke else ".")
     )
     (args.out / "ablation.md").write_text(markdown_table(run_rows, envs, variants, args.last, note) + "\n")
