@@ -101,6 +101,18 @@ def _network_space(env: gym.Env) -> spaces.Box:
     return spaces.Box(low=space.low.astype(np.float32), high=space.high.astype(np.float32), dtype=np.float32)
 
 
+def build_q_network(config: DQNConfig, env: gym.Env) -> QNetwork:
+    """The Q-network the config describes, for an env checked by :func:`make_training_envs`."""
+    return make_q_network(
+        _network_space(env),
+        dqn_spaces(env)[1],
+        config.n_hidden_units,
+        config.n_hidden_layers,
+        config.activation,
+        config.dueling,
+    )
+
+
 def make_learner(config: DQNConfig, q_net: QNetwork, q_target_net: QNetwork) -> NumpyLearner | TorchLearner:
     """The numpy fast path when it applies (and is not turned off), else the autograd path."""
     device = th.device(config.device)
@@ -180,14 +192,7 @@ def train(
     eval_env.action_space.seed(config.seed)
     n_actions = int(dqn_spaces(env)[1].n)
 
-    q_net = make_q_network(
-        _network_space(env),
-        dqn_spaces(env)[1],
-        config.n_hidden_units,
-        config.n_hidden_layers,
-        config.activation,
-        config.dueling,
-    )
+    q_net = build_q_network(config, env)
     q_target_net = copy.deepcopy(q_net)
     learner = make_learner(config, q_net, q_target_net)
     buffer = make_buffer(config, env, rng)
@@ -467,17 +472,9 @@ def load_agent(path: str | Path) -> tuple[DQNConfig, QNetwork]:
         path = found
     state = runs.load_checkpoint(path)
     config = config_from_dict(state["config"])
-    env = make_env(config.env_id, flatten=True)
-    require_box_observations(env, "DQN")
-    require_discrete_actions(env, "DQN")
-    q_net = make_q_network(
-        _network_space(env),
-        dqn_spaces(env)[1],
-        config.n_hidden_units,
-        config.n_hidden_layers,
-        config.activation,
-        config.dueling,
-    )
+    env, eval_env = make_training_envs(config)
+    eval_env.close()
+    q_net = build_q_network(config, env)
     env.close()
     check_compatible(state, config, q_net)
     q_net.load_state_dict(state["q_net"])
