@@ -10,8 +10,10 @@ run by a greedy evaluation of its FINAL network (not the best one seen during tr
 Training seeds are exactly 0..N-1 (``--seeds N``; ``--seed-start S`` shifts them to S..S+N-1, e.g. to screen
 candidates on seeds that the final table does not use), whatever seed the preset sets. Each final network plays
 ``--eval-episodes`` greedy episodes starting from the evaluation seed ``10_000 + seed``, which no training run
-uses (training resets from ``seed``, its periodic evaluations from ``seed + 1_000_003``). ``stop_at_return``
-is turned off: every run trains for its full budget and the network it ends with is the one scored.
+uses (training resets from ``seed``, its periodic evaluations from ``seed + 1_000_003``). The preset runs as
+a user would run it: if it stops early (``stop_at_return``), the network it stopped with is the one scored,
+on fresh episodes, and the table's ``steps`` column shows where it stopped; ``--no-early-stop`` turns
+``stop_at_return`` off so that every run trains for its full budget.
 """
 
 from __future__ import annotations
@@ -50,10 +52,13 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_one(preset: str, overrides: list[str], seed: int, eval_episodes: int) -> dict[str, Any]:
+def run_one(
+    preset: str, overrides: list[str], seed: int, eval_episodes: int, early_stop: bool = True
+) -> dict[str, Any]:
     """Train ``preset`` (+ overrides) with training seed ``seed`` and evaluate its final network."""
     config = resolve_config(preset=preset, overrides=overrides, seed=seed)
-    config = dataclasses.replace(config, stop_at_return=None)
+    if not early_stop:
+        config = dataclasses.replace(config, stop_at_return=None)
     start = time.perf_counter()
     result = train(config, None, progress=False, verbose=0, tensorboard=False)
     wall = time.perf_counter() - start
@@ -78,11 +83,12 @@ def run_preset(
     seeds: range,
     eval_episodes: int,
     threshold: float,
+    early_stop: bool = True,
 ) -> dict[str, Any]:
     """All seeds of one preset, printed as they finish."""
     rows = []
     for seed in seeds:
-        row = run_one(preset, overrides, seed, eval_episodes)
+        row = run_one(preset, overrides, seed, eval_episodes, early_stop)
         best = row["best_periodic"]
         best_text = f", best periodic eval {best:.1f}" if best is not None else ""
         print(
@@ -178,6 +184,9 @@ def main() -> None:
     parser.add_argument("--out", help="write the markdown table to this file (default: print only)")
     parser.add_argument("--log", help="append one JSON line per preset (per-seed results) to this file")
     parser.add_argument("--smoke", action="store_true", help="tiny budgets: 2 seeds, 2000 steps, 2 episodes")
+    parser.add_argument(
+        "--no-early-stop", action="store_true", help="turn stop_at_return off: every run uses its full budget"
+    )
     args = parser.parse_args()
     th.set_num_threads(1)
     command = "python scripts/stability.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -192,7 +201,9 @@ def main() -> None:
     results = []
     for label, preset, overrides in plan:
         seeds = range(args.seed_start, args.seed_start + args.seeds)
-        summary = run_preset(label, preset, overrides, seeds, args.eval_episodes, args.threshold)
+        summary = run_preset(
+            label, preset, overrides, seeds, args.eval_episodes, args.threshold, not args.no_early_stop
+        )
         summary["eval_episodes"] = args.eval_episodes
         results.append(summary)
         if args.log:

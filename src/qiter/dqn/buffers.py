@@ -161,8 +161,9 @@ class ReplayBuffer:
             raise ValueError("cannot sample from an empty replay buffer")
         if self.rng is None:
             return np.random.randint(0, upper_bound, batch_size)
-        # size passed by position: the keyword form costs a detour through np.prod on every call.
-        return self.rng.integers(0, upper_bound, batch_size)
+        # floor(U * n) for U uniform in [0, 1): uniform indices, in half the time of Generator.integers,
+        # whose argument handling costs more than the draw for a batch this small.
+        return (self.rng.random(batch_size) * upper_bound).astype(np.int64)
 
     def sample(
         self,

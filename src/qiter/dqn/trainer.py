@@ -267,6 +267,7 @@ def train(
     last_return = math.nan
     loss_sum, q_sum, n_updates = 0.0, 0.0, 0
     anneal_steps = int(config.exploration_fraction * config.n_timesteps)
+    linear_exploration = config.exploration_schedule == "linear"
     # With neither interval set, the only checkpoint is the one written at the end.
     checkpoint_interval = config.checkpoint_interval or config.evaluation_interval or config.n_timesteps
     lr_schedule = config.learning_rate_final is not None
@@ -293,7 +294,8 @@ def train(
     try:
         while step < config.n_timesteps:
             step += 1
-            if config.exploration_schedule == "linear":
+            # Once annealed, epsilon stays at its final value: no schedule call per step after that.
+            if linear_exploration and step <= anneal_steps + 1:
                 exploration_rate = linear_schedule(
                     config.exploration_initial_eps, config.exploration_final_eps, step, anneal_steps
                 )
@@ -303,9 +305,10 @@ def train(
             else:
                 action = learner.act(obs)
             next_obs, reward, terminated, truncated, _ = env.step(action)
-            buffer.store_transition(obs, next_obs, action, float(reward), terminated, truncated)
+            reward = float(reward)
+            buffer.store_transition(obs, next_obs, action, reward, terminated, truncated)
             obs = next_obs
-            episode_return += float(reward)
+            episode_return += reward
             episode_length += 1
             if terminated or truncated:
                 episodes += 1
