@@ -76,6 +76,12 @@ def run_one(
     }
 
 
+def _steps_range(rows: list[dict[str, Any]]) -> str:
+    """The steps runs trained for: one number, or min-max when some stopped early."""
+    steps = sorted(int(r["steps"]) for r in rows)
+    return str(steps[0]) if steps[0] == steps[-1] else f"{steps[0]}-{steps[-1]}"
+
+
 def run_preset(
     label: str,
     preset: str,
@@ -153,7 +159,7 @@ def markdown_table(results: list[dict[str, Any]], threshold: float, command: str
             )
         )
     rows += [
-        ("training steps per run", [str(r["rows"][0]["steps"]) for r in results]),
+        ("training steps per run (min-max)", [_steps_range(r["rows"]) for r in results]),
         ("time per run (s)", [f"{r['time_per_run_s']:.1f}" for r in results]),
     ]
     for name, cells in rows:

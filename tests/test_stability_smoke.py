@@ -28,6 +28,6 @@ def test_stability_smoke(tmp_path: Path) -> None:
     assert "| | `CartPole-v1-stable`" in table and "`CartPole-v1` `n_timesteps=2000`" in table
     assert "| seed 0 |" in table and "| seed 1 |" in table and "| seed 2 |" not in table
     assert "seeds with final return ≥ 475" in table
-    assert "| training steps per run | 2000 | 2000 |" in table
+    assert "| training steps per run (min-max) | 2000 | 2000 |" in table
     assert len(log.read_text().splitlines()) == 2
     assert "[A] seed 1: final" in proc.stdout and "[B] seed 1: final" in proc.stdout
