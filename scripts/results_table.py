@@ -2,6 +2,7 @@
 
     python scripts/results_table.py                      # CartPole-v1, Acrobot-v1, LunarLander-v3, 3 seeds
     python scripts/results_table.py --envs CartPole-v1 --seeds 5 --out docs/results.md
+    python scripts/results_table.py --envs CartPole-v1-stable    # any preset name
     python scripts/results_table.py --smoke              # tiny budgets, to check the script itself
 
 Each run uses the preset named like the env with its own step budget, the seed ``preset seed + i``, and is
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,14 +45,14 @@ def run_one(
     env_id: str, seed_offset: int, eval_episodes: int, overrides: list[str], runs_root: Path
 ) -> dict[str, float]:
     """Train one preset with one seed and evaluate the final network."""
-    base = resolve_config(env_id, overrides=overrides)
-    config = resolve_config(env_id, overrides=overrides, seed=base.seed + seed_offset)
+    base = resolve_config(preset=env_id, overrides=overrides)
+    config = resolve_config(preset=env_id, overrides=overrides, seed=base.seed + seed_offset)
     start = time.perf_counter()
     result = train(
         config, runs_root / f"{env_id}-{config.seed}", progress=False, verbose=0, tensorboard=False
     )
     wall = time.perf_counter() - start
-    env = make_env(env_id, flatten=True)
+    env = make_env(config.env_id, flatten=True)
     returns = run_episodes(env, greedy_actor(result.q_net), eval_episodes, seed=10_000 + config.seed)
     env.close()
     return {
@@ -68,7 +70,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--envs", nargs="+", default=list(DEFAULT_ENVS), help="environment ids (their presets)"
+        "--envs",
+        nargs="+",
+        default=list(DEFAULT_ENVS),
+        help="presets to run (an env id names its own preset)",
     )
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds per env (default: 3)")
     parser.add_argument("--eval-episodes", type=int, default=20, help="episodes of the final evaluation")
@@ -98,10 +103,10 @@ def main() -> None:
                 rows.append((env_id, row))
 
     lines = [
-        f"Measured with `python scripts/results_table.py{' --smoke' if args.smoke else ''}` on {cpu_name()}, "
+        f"Measured with `python scripts/results_table.py {' '.join(sys.argv[1:])}` on {cpu_name()}, "
         f"{th.get_num_threads()} torch thread, torch {th.__version__}.",
         "",
-        "| env | steps | seeds | final return, mean ± std over seeds | per seed | time per run (s) |",
+        "| preset | steps (longest run) | seeds | final return, mean ± std over seeds | per seed | time per run (s) |",
         "| --- | ---: | ---: | --- | --- | ---: |",
     ]
     for env_id in args.envs:
@@ -110,7 +115,7 @@ def main() -> None:
         per_seed = ", ".join(f"{m:.1f}" for m in means)
         times = np.mean([r["wall_time_s"] for r in env_rows])
         lines.append(
-            f"| {env_id} | {int(env_rows[0]['steps'])} | {len(env_rows)} | {means.mean():.1f} ± {means.std():.1f} "
+            f"| {env_id} | {max(int(r['steps']) for r in env_rows)} | {len(env_rows)} | {means.mean():.1f} ± {means.std():.1f} "
             f"| {per_seed} | {times:.1f} |"
         )
     table = "\n".join(lines)
