@@ -70,3 +70,16 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             main([name, "--help"])
         assert exit_info.value.code == 0
         assert "usage: qiter" in capsys.readouterr().out
+
+
+def test_algorithm_flags_reach_the_config(tmp_path: Path) -> None:
+    from qiter.runs import load_run_config
+
+    argv = ["train", "CartPole-v1", "--runs-dir", str(tmp_path), "--steps", "600", "--no-progress", "--quiet"]
+    flags = ["--double-dqn", "--dueling", "--prioritized-replay", "--n-steps", "3", "--n-step-cut", "greedy"]
+    flags += ["--loss", "huber", "--max-grad-norm", "5", "--tau", "0.01", "--learning-rate-final", "0"]
+    assert main([*argv, *flags, "--set", "evaluation_interval=300", "--set", "n_eval_episodes=1"]) == 0
+    config = load_run_config(run_folder(tmp_path))
+    assert config["double_dqn"] and config["dueling"] and config["prioritized_replay"]
+    assert config["n_steps"] == 3 and config["n_step_cut"] == "greedy" and config["loss"] == "huber"
+    assert config["max_grad_norm"] == 5.0 and config["tau"] == 0.01 and config["learning_rate_final"] == 0.0

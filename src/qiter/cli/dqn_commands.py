@@ -9,6 +9,23 @@ from typing import Any
 
 from qiter.errors import QiterError
 
+# The DQN improvements as flags of `qiter train`: (config key, "flag" or a value's metavar, help).
+OPTION_FLAGS: list[tuple[str, str, str]] = [
+    ("double_dqn", "flag", "Double DQN targets"),
+    ("dueling", "flag", "dueling head"),
+    ("prioritized_replay", "flag", "proportional prioritized experience replay"),
+    ("n_steps", "N", "n-step returns"),
+    ("n_step_cut", "none|greedy", "cut n-step traces at the first non-greedy action"),
+    ("loss", "mse|huber", "TD loss"),
+    ("max_grad_norm", "X", "clip the gradient norm"),
+    ("tau", "X", "Polyak averaging coefficient for target updates (1: hard copies)"),
+    ("target_network_update_interval", "N", "target update interval (steps or episodes)"),
+    ("learning_rate", "X", "Adam's learning rate"),
+    ("learning_rate_final", "X", "decay the learning rate linearly to this value"),
+    ("exploration_schedule", "linear|exponential", "epsilon schedule"),
+    ("stop_at_return", "X", "stop once an evaluation reaches this mean return"),
+]
+
 
 def register(subparsers: Any) -> None:
     """Add the DQN commands to the CLI."""
@@ -31,6 +48,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, help="random seed (overrides the preset's)")
     p.add_argument("--steps", type=int, help="number of environment steps (n_timesteps)")
     p.add_argument("--device", help="torch device: cpu (default) or cuda")
+    options = p.add_argument_group("algorithm options", "shortcuts for --set KEY=VALUE (see docs/dqn.md)")
+    for key, kind, help_text in OPTION_FLAGS:
+        flag = "--" + key.replace("_", "-")
+        if kind == "flag":
+            options.add_argument(flag, dest=f"opt_{key}", action="store_true", help=help_text)
+        else:
+            options.add_argument(flag, dest=f"opt_{key}", metavar=kind, help=help_text)
     p.add_argument("--runs-dir", default="runs", help="root folder for run folders (default: runs)")
     p.add_argument("--run-dir", help="exact run folder to use instead of a new one under --runs-dir")
     p.add_argument(
@@ -72,6 +96,10 @@ def _train(args: argparse.Namespace) -> int:
     from qiter.dqn.trainer import make_training_envs, train
 
     overrides = list(args.overrides)
+    for key, kind, _ in OPTION_FLAGS:
+        value = getattr(args, f"opt_{key}")
+        if value not in (None, False):
+            overrides.append(f"{key}={'true' if kind == 'flag' else value}")
     if args.steps is not None:
         overrides.append(f"n_timesteps={args.steps}")
     if args.device is not None:
