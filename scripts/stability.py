@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import shlex
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from results_table import cpu_name  # scripts/ is on the path when a script runs
 
 from qiter.dqn import train
 from qiter.dqn.evaluation import run_episodes
@@ -39,17 +39,6 @@ from qiter.envs import make_env
 
 EVAL_SEED_OFFSET = 10_000
 SMOKE_OVERRIDES = ["n_timesteps=2000", "evaluation_interval=0", "learning_starts=100"]
-
-
-def cpu_name() -> str:
-    """The processor's model name, for the table's header."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_one(
