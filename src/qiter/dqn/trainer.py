@@ -21,16 +21,18 @@ import torch as th
 from gymnasium import spaces
 from threadpoolctl import threadpool_limits
 
+from qiter import runs
 from qiter.dqn.buffers import ReplayBuffer
 from qiter.dqn.config import DQNConfig
 from qiter.dqn.evaluation import run_episodes
 from qiter.dqn.fast import NumpyLearner, supports_numpy
 from qiter.dqn.networks import QNetwork, make_q_network
+from qiter.dqn.presets import config_from_dict, config_to_dict, validate_config
+from qiter.dqn.prioritized import PrioritizedReplayBuffer
 from qiter.dqn.torch_learner import TorchLearner
 from qiter.envs import make_env, require_box_observations, require_discrete_actions
 from qiter.errors import QiterError
 
-CHECKPOINT_FORMAT = "qiter-dqn-v1"
 LOG_INTERVAL = 1000
 
 
@@ -147,8 +149,6 @@ def make_buffer(config: DQNConfig, env: gym.Env, rng: np.random.Generator) -> Re
     }
     obs_space, action_space = dqn_spaces(env)
     if config.prioritized_replay:
-        from qiter.dqn.prioritized import PrioritizedReplayBuffer
-
         return PrioritizedReplayBuffer(
             config.replay_buffer_size,
             obs_space,
@@ -181,13 +181,12 @@ def train(
     :param tensorboard: Also write TensorBoard scalars (when ``run_dir`` is set).
     :return: The trained network and a summary of the run.
     """
-    from qiter import runs
-    from qiter.dqn.presets import config_to_dict, validate_config
-
     validate_config(config)
     th.manual_seed(config.seed)
     np.random.seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    # Evaluation draws from its own stream, so evaluating (or not) never changes the training run.
+    eval_rng = np.random.default_rng(config.seed + 1_000_003)
     env, eval_env = make_training_envs(config)
     env.action_space.seed(config.seed)
     eval_env.action_space.seed(config.seed)
@@ -198,8 +197,6 @@ def train(
     learner = make_learner(config, q_net, q_target_net)
     buffer = make_buffer(config, env, rng)
     # Prioritized replay needs two extra calls per update: the annealed beta and the new priorities.
-    from qiter.dqn.prioritized import PrioritizedReplayBuffer
-
     per_buffer = buffer if isinstance(buffer, PrioritizedReplayBuffer) else None
 
     step, episodes = 0, 0
@@ -234,7 +231,7 @@ def train(
 
     def checkpoint_state() -> dict[str, Any]:
         state: dict[str, Any] = {
-            "format": CHECKPOINT_FORMAT,
+            "format": runs.CHECKPOINT_FORMAT,
             "config": config_to_dict(config),
             "step": step,
             "episodes": episodes,
@@ -256,7 +253,7 @@ def train(
 
     def evaluate_now() -> tuple[float, float]:
         returns = run_episodes(
-            eval_env, learner.act, config.n_eval_episodes, config.eval_exploration_rate, rng
+            eval_env, learner.act, config.n_eval_episodes, config.eval_exploration_rate, eval_rng
         )
         return float(returns.mean()), float(returns.std())
 
@@ -469,9 +466,6 @@ def load_agent(path: str | Path) -> tuple[DQNConfig, QNetwork]:
     :param path: A ``.pt`` checkpoint, or a run folder (its ``checkpoints/latest.pt`` is used).
     :return: The run's config and its network (on the CPU, in eval mode).
     """
-    from qiter import runs
-    from qiter.dqn.presets import config_from_dict
-
     path = Path(path)
     if path.is_dir():
         found = runs.latest_checkpoint(path)
