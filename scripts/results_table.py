@@ -22,10 +22,10 @@ import numpy as np
 import torch as th
 
 from qiter.dqn import train
-from qiter.dqn.evaluation import run_episodes
 from qiter.dqn.presets import resolve_config
 from qiter.dqn.trainer import greedy_actor
 from qiter.envs import make_env
+from qiter.evaluation import run_episodes
 
 DEFAULT_ENVS = ("CartPole-v1", "Acrobot-v1", "LunarLander-v3")
 

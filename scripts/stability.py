@@ -32,10 +32,10 @@ import torch as th
 from results_table import cpu_name  # scripts/ is on the path when a script runs
 
 from qiter.dqn import train
-from qiter.dqn.evaluation import run_episodes
 from qiter.dqn.presets import resolve_config
 from qiter.dqn.trainer import greedy_actor
 from qiter.envs import make_env
+from qiter.evaluation import run_episodes
 
 EVAL_SEED_OFFSET = 10_000
 SMOKE_OVERRIDES = ["n_timesteps=2000", "evaluation_interval=0", "learning_starts=100"]

@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 from qiter.data import OfflineData, collect_data, load_data, save_data
 from qiter.envs import require_discrete_actions
 from qiter.errors import QiterError
-from qiter.video import DEFAULT_VIDEO_FOLDER, finish_video, video_env
+from qiter.evaluation import run_episodes
+from qiter.video import DEFAULT_VIDEO_FOLDER
 
 __all__ = [
     "REGRESSORS",
@@ -176,25 +177,14 @@ def evaluate(
     n_actions = require_discrete_actions(env, "FQI")
     if n_eval_episodes < 1:
         raise QiterError(f"n_eval_episodes must be at least 1, not {n_eval_episodes}")
-    eval_env: gym.Env = env if video_name is None else video_env(env, video_name, video_folder)
-    episode_returns: list[float] = []
-    episode_reward = 0.0
-    obs, _ = eval_env.reset(seed=seed)
-    while len(episode_returns) < n_eval_episodes:
-        q_values = get_q_values(model, obs[np.newaxis, ...], n_actions)
-        best_action = int(np.argmax(q_values, axis=1).item())
-        obs, reward, terminated, truncated, _ = eval_env.step(best_action)
-        episode_reward += float(reward)
-        if terminated or truncated:
-            episode_returns.append(episode_reward)
-            episode_reward = 0.0
-            if len(episode_returns) < n_eval_episodes:
-                # The seed forgot to use this observation: the next episode must start from it
-                obs, _ = eval_env.reset()
-    if video_name is not None:
-        path = finish_video(eval_env)  # type: ignore[arg-type]
-        if verbose:
-            print(f"Saving video to {path}")
+
+    def greedy_action(obs: np.ndarray) -> int:
+        # Add a batch dimension: (obs_dim,) -> (1, obs_dim), then argmax over the actions.
+        return int(np.argmax(get_q_values(model, obs[np.newaxis, ...], n_actions), axis=1).item())
+
+    episode_returns = run_episodes(
+        env, greedy_action, n_eval_episodes, video_name=video_name, video_folder=video_folder, seed=seed
+    )
     mean, std = float(np.mean(episode_returns)), float(np.std(episode_returns))
     if verbose:
         tqdm.write(f"Total reward = {mean:.2f} +/- {std:.2f}")

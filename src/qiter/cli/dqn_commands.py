@@ -168,9 +168,9 @@ def _train(args: argparse.Namespace) -> int:
 def _final_eval(
     q_net: Any, env_id: str, episodes: int, seed: int, run_dir: Path, video: bool
 ) -> tuple[float, float]:
-    from qiter.dqn.evaluation import run_episodes
     from qiter.dqn.trainer import greedy_actor
     from qiter.envs import make_env
+    from qiter.evaluation import run_episodes
 
     env = make_env(env_id, render_mode="rgb_array" if video else None, flatten=True)
     returns = run_episodes(
@@ -184,9 +184,9 @@ def _final_eval(
 def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from qiter.dqn.evaluation import run_episodes
     from qiter.dqn.trainer import greedy_actor, load_agent
     from qiter.envs import make_env
+    from qiter.evaluation import run_episodes
 
     path = Path(args.path)
     if not path.exists():

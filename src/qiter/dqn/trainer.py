@@ -24,7 +24,6 @@ from threadpoolctl import threadpool_limits
 from qiter import runs
 from qiter.dqn.buffers import ReplayBuffer
 from qiter.dqn.config import DQNConfig
-from qiter.dqn.evaluation import run_episodes
 from qiter.dqn.fast import NumpyLearner, supports_numpy
 from qiter.dqn.networks import QNetwork, make_q_network
 from qiter.dqn.presets import config_from_dict, config_to_dict, validate_config
@@ -32,6 +31,7 @@ from qiter.dqn.prioritized import PrioritizedReplayBuffer
 from qiter.dqn.torch_learner import TorchLearner
 from qiter.envs import make_env, require_box_observations, require_discrete_actions
 from qiter.errors import QiterError
+from qiter.evaluation import run_episodes
 
 LOG_INTERVAL = 1000
 

@@ -18,11 +18,11 @@ from gymnasium import spaces
 
 from qiter.dqn.buffers import ReplayBuffer
 from qiter.dqn.config import DQNConfig
-from qiter.dqn.evaluation import run_episodes
 from qiter.dqn.losses import dqn_loss
 from qiter.dqn.networks import QNetwork
 from qiter.dqn.trainer import linear_schedule, train
 from qiter.envs import make_env
+from qiter.evaluation import run_episodes
 from qiter.video import DEFAULT_VIDEO_FOLDER
 
 __all__ = [
