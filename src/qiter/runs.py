@@ -27,7 +27,7 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -93,19 +93,46 @@ def make_run_dir(root: str | Path, env_id: str, algo: str, seed: int) -> Path:
     raise QiterError(f"could not create a new run folder under {parent}")  # pragma: no cover
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write a small text file through a temporary file and a rename."""
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write ``path`` through a temporary file in the same folder, fsync, then a rename.
+
+    A crash at any moment leaves either the previous file or the new one under ``path``, never a
+    truncated one; the temporary file is removed if writing fails.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write a small text file atomically (see :func:`_atomic_write`)."""
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping (an empty file is an empty mapping).
+
+    :param path: An existing file.
+    :return: The mapping.
+    """
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise QiterError(f"{path} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise QiterError(f"{path} should hold a mapping of config keys to values")
+    return data
 
 
 def save_config(run_dir: str | Path, config_dict: Mapping[str, Any]) -> Path:
@@ -123,13 +150,7 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise QiterError(f"{Path(run_dir)} is not a run folder (no {CONFIG_FILE})")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise QiterError(f"{path} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise QiterError(f"{path} should hold a mapping of config keys to values")
-    return data
+    return read_yaml_mapping(path)
 
 
 def write_eval(run_dir: str | Path, result: Mapping[str, Any]) -> Path:
@@ -353,18 +374,7 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
     path = Path(path)
     safe = _weights_only_safe(dict(state))
     safe.setdefault("format", CHECKPOINT_FORMAT)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(safe, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    _atomic_write(path, lambda f: torch.save(safe, f))
 
 
 def _fsync_dir(folder: Path) -> None:

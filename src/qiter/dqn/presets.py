@@ -24,6 +24,7 @@ import yaml
 
 from qiter.dqn.config import DQNConfig
 from qiter.errors import QiterError
+from qiter.runs import read_yaml_mapping
 
 __all__ = [
     "config_from_dict",
@@ -300,15 +301,7 @@ def _read_yaml_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise QiterError(f"config file {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise QiterError(f"config file {p} is not valid YAML: {e}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise QiterError(f"config file {p} should be a mapping of config keys to values")
-    return data
+    return read_yaml_mapping(p)
 
 
 def resolve_config(
