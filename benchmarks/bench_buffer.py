@@ -2,7 +2,7 @@
 
 - store: transitions stored per second (``store_transition``, one call per transition, as the trainer does);
 - sample: transitions sampled per second for batches of 64 and 256, from a buffer of 100k CartPole
-  transitions; uniform (qiter and the seed's buffer) and prioritized (``qiter.dqn.prioritized``, when
+  transitions; uniform (qiter and the seed's buffer) and prioritized (``qiter.buffers.prioritized``, when
   that module exists);
 - memory: a buffer of 1M CartPole transitions, every page written, must not raise the process's
   resident memory (``VmRSS``) by more than 2x the bytes of its arrays (``buffer.nbytes``).
@@ -85,7 +85,7 @@ def sample_rate(sample: Callable[[int], object], batch_size: int, min_time: floa
 
 
 def make_buffers(size: int, seed: int) -> dict[str, object]:
-    from qiter.dqn.buffers import ReplayBuffer
+    from qiter.buffers.replay import ReplayBuffer
 
     obs_space, act_space = spaces_of_cartpole()
     rng = np.random.default_rng(seed)
@@ -96,7 +96,7 @@ def make_buffers(size: int, seed: int) -> dict[str, object]:
         ),
     }
     try:
-        from qiter.dqn.prioritized import PrioritizedReplayBuffer
+        from qiter.buffers.prioritized import PrioritizedReplayBuffer
     except ImportError:
         pass
     else:
@@ -132,13 +132,13 @@ def bench_throughput(size: int, min_time: float, seed: int) -> list[str]:
             f"| {rates[1]:,.0f} | {rates[1] / ref[2][1]:.2f}x |"
         )
     if len(buffers) < 3:
-        lines += ["", "(qiter.dqn.prioritized not found: prioritized replay not measured)"]
+        lines += ["", "(qiter.buffers.prioritized not found: prioritized replay not measured)"]
     return lines
 
 
 def bench_memory(size: int, seed: int) -> tuple[list[str], bool]:
     """RSS increase of a qiter buffer of ``size`` transitions with every page written, vs its ``nbytes``."""
-    from qiter.dqn.buffers import ReplayBuffer
+    from qiter.buffers.replay import ReplayBuffer
 
     obs_space, act_space = spaces_of_cartpole()
     gc.collect()

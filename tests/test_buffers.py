@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from qiter.dqn.buffers import ReplayBuffer
+from qiter.buffers.replay import ReplayBuffer
+from qiter.errors import QiterError
 
 OBS_SPACE = spaces.Box(low=-np.inf, high=np.inf, shape=(1,), dtype=np.float32)
 ACTION_SPACE = spaces.Discrete(2)
@@ -188,3 +189,39 @@ def test_n_step_sample_uses_seeded_rng() -> None:
 
     np.testing.assert_array_equal(sampled(3), sampled(3))
     assert set(sampled(3).tolist()) <= set(range(8))
+
+
+def test_env_axis_keeps_each_copy_s_n_step_trace_apart() -> None:
+    """Two copies write interleaved rows; an n-step return follows its own copy, never the other one."""
+    from gymnasium import spaces as gym_spaces
+
+    obs_space = gym_spaces.Box(-1, 1, (1,), np.float32)
+    buffer = ReplayBuffer(8, obs_space, gym_spaces.Discrete(2), n_steps=3, gamma=0.5, n_envs=2)
+    for t in range(3):
+        # copy 0 gets rewards 1, 2, 3; copy 1 gets 10, 20, 30 and ends its episode at t = 1.
+        buffer.add(
+            np.array([[t], [t]], np.float32), np.array([[t + 1], [t + 1]], np.float32), np.array([0, 1]),
+            np.array([t + 1.0, 10.0 * (t + 1)]), np.array([False, t == 1]), np.array([False, False]),
+        )  # fmt: skip
+    samples = buffer.get_samples(np.array([0, 1]))
+    np.testing.assert_allclose(samples.rewards, [1 + 0.5 * 2 + 0.25 * 3, 10 + 0.5 * 20])
+    np.testing.assert_array_equal(samples.terminateds, [False, True])
+    np.testing.assert_array_equal(samples.actions[:, 0], [0, 1])
+
+
+def test_box_actions_and_state_round_trip() -> None:
+    from gymnasium import spaces as gym_spaces
+
+    action_space = gym_spaces.Box(-2, 2, (3,), np.float32)
+    buffer = ReplayBuffer(6, gym_spaces.Box(-1, 1, (2,), np.float32), action_space, n_envs=2)
+    assert buffer.actions.shape == (6, 3) and buffer.actions.dtype == np.float32
+    actions = np.array([[0.5, -1.0, 2.0], [1.5, 0.0, -2.0]], np.float32)
+    buffer.add(np.zeros((2, 2)), np.ones((2, 2)), actions, np.ones(2), np.zeros(2, bool), np.zeros(2, bool))
+    other = ReplayBuffer(6, gym_spaces.Box(-1, 1, (2,), np.float32), action_space, n_envs=2)
+    other.load_state_dict(buffer.state_dict())
+    np.testing.assert_array_equal(other.actions[:2], actions)
+    assert other.current_idx == 2 and len(other) == 2
+    with pytest.raises(QiterError, match="same replay_buffer_size"):
+        ReplayBuffer(10, gym_spaces.Box(-1, 1, (2,), np.float32), action_space).load_state_dict(
+            buffer.state_dict()
+        )

@@ -59,7 +59,7 @@ def test_presets_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["presets"]) == 0
     assert "CartPole-v1" in capsys.readouterr().out.split()
     assert main(["presets", "CartPole-v1"]) == 0
-    assert '"n_timesteps": 80000' in capsys.readouterr().out
+    assert "n_timesteps: 80000" in capsys.readouterr().out
 
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,3 +83,110 @@ def test_algorithm_flags_reach_the_config(tmp_path: Path) -> None:
     assert config["double_dqn"] and config["dueling"] and config["prioritized_replay"]
     assert config["n_steps"] == 3 and config["n_step_cut"] == "greedy" and config["loss"] == "huber"
     assert config["max_grad_norm"] == 5.0 and config["tau"] == 0.01 and config["learning_rate_final"] == 0.0
+
+
+def test_resume_applies_and_records_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from qiter.runs import load_checkpoint, load_run_config
+
+    run = tmp_path / "run"
+    assert main(["train", "CartPole-v1", "--run-dir", str(run), *SMALL, "--steps", "500", "--quiet"]) == 0
+    argv = ["train", "--resume", str(run), "--steps", "1000", "--set", "learning_rate=0.5", "--double-dqn"]
+    assert main([*argv, "--no-progress", "--quiet"]) == 0
+    config = load_run_config(run)
+    assert config["learning_rate"] == 0.5 and config["double_dqn"] is True and config["n_timesteps"] == 1000
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["agent"]["optimizer"]["lr"] == 0.5
+    capsys.readouterr()
+
+    # A change of the network's shape cannot be resumed: one line naming the key, the run untouched.
+    assert main(["train", "--resume", str(run), "--steps", "2000", "--set", "n_hidden_units=32"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot change n_hidden_units" in err
+    assert load_run_config(run)["n_timesteps"] == 1000
+
+
+def test_resume_without_buffer_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "CartPole-v1", "--run-dir", str(run), *SMALL, "--steps", "500", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--steps", "1000", "--no-progress", "--quiet"]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and warning[0].startswith("qiter: warning:") and "--save-buffer" in warning[0]
+
+
+def test_a_run_folder_is_not_trained_into_twice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from qiter.runs import read_csv
+
+    run = tmp_path / "run"
+    argv = ["train", "CartPole-v1", "--run-dir", str(run), *SMALL, "--steps", "500", "--quiet"]
+    assert main(argv) == 0
+    rows = len(read_csv(run, "episodes")["step"])
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "--overwrite" in err and err.count("\n") == 1
+    assert len(read_csv(run, "episodes")["step"]) == rows
+    assert main([*argv, "--overwrite"]) == 0
+    assert len(read_csv(run, "episodes")["step"]) == rows, "the same seed again, from a clean folder"
+
+
+def test_kill_9_then_resume_logs_each_step_once(tmp_path: Path) -> None:
+    """A real ``kill -9`` between two checkpoints, then ``--resume``: no step logged twice, none backwards."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    from qiter.runs import load_checkpoint, read_csv
+
+    run = tmp_path / "run"
+    argv = [
+        sys.executable,
+        "-m",
+        "qiter.cli",
+        "train",
+        "CartPole-v1",
+        "--run-dir",
+        str(run),
+        "--steps",
+        "200000",
+    ]
+    argv += [
+        "--set",
+        "checkpoint_interval=3000",
+        "--set",
+        "evaluation_interval=1000",
+        "--set",
+        "n_eval_episodes=1",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([*argv, "--no-progress", "--quiet"], env=env, stdout=subprocess.DEVNULL)
+    checkpoint = run / "checkpoints" / "latest.pt"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            if not checkpoint.exists() or not (run / "train.csv").exists():
+                continue
+            saved_step = int(load_checkpoint(checkpoint)["step"])
+            logged = read_csv(run, "train")["step"]
+            if len(logged) and logged[-1] > saved_step:
+                break
+        else:
+            pytest.fail("the run never logged past its checkpoint")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    saved_step = int(load_checkpoint(checkpoint)["step"])
+    assert read_csv(run, "train")["step"][-1] > saved_step, (
+        "the kill came after the logs went past the checkpoint"
+    )
+    target = int(read_csv(run, "train")["step"][-1]) + 2000
+    assert main(["train", "--resume", str(run), "--steps", str(target), "--no-progress", "--quiet"]) == 0
+    for kind in ("train", "eval", "episodes"):
+        steps = read_csv(run, kind)["step"]
+        assert np.all(np.diff(steps) >= 0), kind
+        if kind != "episodes":
+            assert len(np.unique(steps)) == len(steps), kind

@@ -9,7 +9,9 @@ import pytest
 
 from qiter.cli import main
 from qiter.cli.fqi_commands import REGRESSOR_NAMES
+from qiter.config import config_from_dict
 from qiter.fqi import REGRESSORS, collect_data, save_data
+from qiter.fqi_config import CollectConfig, FQIConfig
 
 
 def test_regressor_names_in_sync() -> None:
@@ -20,10 +22,32 @@ def test_tabular_grid(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["tabular", "FrozenLake-v1", "--no-slippery", "--episodes", "300", "--lr", "0.5", "--seed", "0"]
     assert main([*args, "--epsilon", "0.2", "--eval-episodes", "5", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "Q-learning greedy return over 5 episodes: 1.00 +/- 0.00" in out
-    assert "value iteration greedy return" in out
+    assert "over 5 episodes seeded 0..4, the same for each policy; mean +/- 95% interval:" in out
+    assert "  Q-learning:      1.000 +/- 0.000" in out and "  value iteration: 1.000 +/- 0.000" in out
+    assert "undiscounted within 100 steps (what the episodes estimate): Q-learning 1.0000" in out
     assert "Q-learning greedy policy:" in out and "value iteration greedy policy:" in out
     assert "H" in out and "G" in out and "→" in out
+
+
+def _interval(out: str, label: str) -> tuple[float, float]:
+    """``(mean, half-width)`` from a line ``  LABEL: MEAN +/- HALF``."""
+    line = next(line for line in out.splitlines() if line.strip().startswith(label + ":"))
+    mean, half = line.split(":", 1)[1].split("+/-")
+    return float(mean), float(half)
+
+
+def test_tabular_slippery_frozen_lake(capsys: pytest.CaptureFixture[str]) -> None:
+    """1000 evaluation episodes by default, on the same seeds for both: the optimal policy is not beaten."""
+    assert main(["tabular", "FrozenLake-v1", "--episodes", "2000", "--seed", "0", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "over 1000 episodes seeded 0..999" in out
+    learned, learned_half = _interval(out, "Q-learning")
+    optimal, optimal_half = _interval(out, "value iteration")
+    difference, difference_half = _interval(out, "value iteration - Q-learning (paired)")
+    assert 0.02 < learned_half < 0.035 and 0.02 < optimal_half < 0.035  # 1.96 * sqrt(0.74 * 0.26 / 1000)
+    assert difference == pytest.approx(optimal - learned, abs=1e-3) and difference > -difference_half
+    assert "Q-learning 0.7298, value iteration 0.7402; best of any policy 0.7442" in out
+    assert "discounted, gamma=0.99, no time limit (what value iteration maximises)" in out
 
 
 def test_tabular_taxi_has_no_arrows(capsys: pytest.CaptureFixture[str]) -> None:
@@ -39,6 +63,13 @@ def test_tabular_taxi_has_no_arrows(capsys: pytest.CaptureFixture[str]) -> None:
         (["tabular", "Taxi-v3"], "Taxi-v4"),
         (["tabular", "FrozenLak-v1"], "Did you mean"),
         (["tabular", "Taxi-v4", "--slippery"], "does not accept"),
+        (["tabular", "FrozenLake-v1", "--epsilon", "1.5"], "epsilon must be in [0, 1], got 1.5"),
+        (["tabular", "FrozenLake-v1", "--eval-episodes", "0"], "eval_episodes must be at least 1, got 0"),
+        (["tabular", "FrozenLake-v1", "--lr", "0"], "lr must be in (0, 1], got 0.0"),
+        (
+            ["tabular", "FrozenLake-v1", "--episodes", "2.5"],
+            "bad value for episodes: '2.5' (expected an integer)",
+        ),
         (["collect", "Pendulum-v1", "--out", "x"], "Discrete action"),
         (["collect", "FrozenLake-v1", "--out", "x"], "Box observation"),
     ],
@@ -93,3 +124,60 @@ def test_fqi_file_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
     assert main(["fqi", str(tmp_path / "missing.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_fqi_settings_are_typed_configs() -> None:
+    assert config_from_dict(FQIConfig, {}) == FQIConfig()
+    config = config_from_dict(
+        FQIConfig,
+        {"regressor": "Extra-Trees", "iterations": "1e2", "gamma": "1", "encoding": "ONE-HOT", "seed": "3"},
+    )
+    assert (config.regressor, config.iterations, config.gamma) == ("extra-trees", 100, 1.0)
+    assert (config.encoding, config.seed, config.env) == ("one-hot", 3, None)
+    assert config_from_dict(CollectConfig, {"env_id": "CartPole-v1", "steps": "5e4"}).steps == 50_000
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fqi", "missing.npz", "--iterations", "-1"], "iterations must be at least 0, got -1"),
+        (["fqi", "missing.npz", "--eval-episodes", "0"], "eval_episodes must be at least 1, got 0"),
+        (["fqi", "missing.npz", "--eval-freq", "-2"], "eval_freq must be at least 0"),
+        (["fqi", "missing.npz", "--gamma", "1.5"], "gamma must be in [0, 1], got 1.5"),
+        (
+            ["fqi", "missing.npz", "--iterations", "2.5"],
+            "bad value for iterations: '2.5' (expected an integer)",
+        ),
+        (
+            ["fqi", "missing.npz", "--regressor", "knnn"],
+            "bad value for regressor: 'knnn' (did you mean 'knn'?)",
+        ),
+        (["fqi", "missing.npz", "--encoding", "onehot"], "(did you mean 'one-hot'?)"),
+        (["fqi", "missing.npz", "--seed", "abc"], "bad value for seed: 'abc' (expected an integer or none)"),
+        (["collect", "CartPole-v1", "--out", "x", "--steps", "0"], "steps must be at least 1, got 0"),
+        (["collect", "CartPole-v1", "--out", "x", "--steps", "many"], "bad value for steps: 'many'"),
+    ],
+)
+def test_fqi_settings_errors_are_one_line(
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    # The settings are checked first: the missing data file is not what is reported.
+    assert err.startswith("qiter: error:") and message in err and "\n" not in err
+    assert not any(tmp_path.iterdir()), "a bad setting writes nothing"
+
+
+def test_fqi_help_shows_the_config_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["fqi", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {FQIConfig.iterations})" in out and "gradient-boosting" in out
+    with pytest.raises(SystemExit):
+        main(["collect", "--help"])
+    assert f"(default: {CollectConfig.steps})" in capsys.readouterr().out

@@ -10,8 +10,9 @@ import pytest
 import torch as th
 from gymnasium import spaces
 
-from qiter.dqn.buffers import ReplayBuffer, ReplayBufferSamples
+from qiter.buffers.replay import ReplayBuffer, ReplayBufferSamples
 from qiter.dqn.fast import NumpyLearner
+from qiter.dqn.learner import TDSettings
 from qiter.dqn.networks import QNetwork, make_q_network
 from qiter.dqn.torch_learner import TorchLearner
 from qiter.dqn.tutorial import dqn_update
@@ -56,8 +57,9 @@ def make_pair(
         "loss": "huber" if options["huber"] else "mse",
         "max_grad_norm": 0.5 if options["grad_clip"] else None,
     }
-    numpy_learner = NumpyLearner(nets[0], targets[0], **kwargs)  # type: ignore[arg-type]
-    torch_learner = TorchLearner(nets[1], targets[1], **kwargs)  # type: ignore[arg-type]
+    settings = TDSettings(**kwargs)  # type: ignore[arg-type]
+    numpy_learner = NumpyLearner(nets[0], targets[0], settings)
+    torch_learner = TorchLearner(nets[1], targets[1], settings)
     return numpy_learner, torch_learner, nets, targets
 
 

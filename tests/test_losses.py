@@ -8,7 +8,7 @@ import torch as th
 import torch.nn as nn
 from gymnasium import spaces
 
-from qiter.dqn.buffers import TorchReplayBufferSamples
+from qiter.buffers.replay import TorchReplayBufferSamples
 from qiter.dqn.fast import NumpyQFunction
 from qiter.dqn.losses import dqn_loss, next_state_values, td_target
 from qiter.dqn.networks import DuelingQNetwork

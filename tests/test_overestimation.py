@@ -25,8 +25,9 @@ import pytest
 import torch as th
 from gymnasium import spaces
 
-from qiter.dqn.buffers import ReplayBuffer
+from qiter.buffers.replay import ReplayBuffer
 from qiter.dqn.fast import NumpyLearner
+from qiter.dqn.learner import TDSettings
 from qiter.dqn.networks import make_q_network
 
 N_STATES, N_ACTIONS, GAMMA, REWARD_NOISE = 8, 8, 0.95, 1.0
@@ -70,7 +71,9 @@ def q_bias(
 
     th.manual_seed(seed)
     q_net = make_q_network(observation_space, action_space, n_hidden_units=32, n_hidden_layers=1)
-    learner = NumpyLearner(q_net, copy.deepcopy(q_net), learning_rate, GAMMA, double_dqn=double_dqn)
+    learner = NumpyLearner(
+        q_net, copy.deepcopy(q_net), TDSettings(learning_rate, GAMMA, double_dqn=double_dqn)
+    )
     mean_q = []
     for update in range(n_updates):
         if update % target_interval == 0:

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 from qiter import runs
+from qiter.cli import main
 from qiter.dqn.config import DQNConfig
 from qiter.dqn.presets import (
     config_from_dict,
     config_to_dict,
+    describe_preset,
     list_presets,
     load_preset,
     parse_overrides,
+    preset_text,
     resolve_config,
     validate_config,
 )
 from qiter.errors import QiterError
+from qiter.run_config import RunConfig
 
 EXPECTED_PRESETS = {
     "Acrobot-v1",
@@ -255,3 +260,75 @@ def test_config_dict_round_trip(tmp_path: Path) -> None:
     assert config_from_dict(runs.load_checkpoint(tmp_path / "c.pt")["config"]) == config
     with pytest.raises(QiterError, match="mapping"):
         config_from_dict(["gamma"])  # type: ignore[arg-type]
+
+
+def test_validate_config_is_the_config_method() -> None:
+    with pytest.raises(QiterError, match=r"gamma must be in \(0, 1\], got 1\.5"):
+        DQNConfig(gamma=1.5).validate()
+    with pytest.raises(QiterError, match=r"gamma must be in \(0, 1\], got 1\.5"):
+        validate_config(DQNConfig(gamma=1.5))
+    # The run's own settings are checked by RunConfig.validate, which DQNConfig.validate calls.
+    with pytest.raises(QiterError, match="n_envs must be at least 1, got 0"):
+        DQNConfig(n_envs=0).validate()
+    DQNConfig().validate()
+
+
+@dataclass
+class _OtherConfig(RunConfig):
+    """Another algorithm's config, to show resolve_config is not tied to DQN."""
+
+    width: int = 8
+
+
+def test_resolve_config_for_another_config_class(tmp_path: Path) -> None:
+    (tmp_path / "Pendulum-v1.yaml").write_text("# Another algorithm's preset.\nwidth: 1e2\nseed: 5\n")
+    config = resolve_config("Pendulum-v1", overrides=["n_envs=2"], cls=_OtherConfig, presets=tmp_path)
+    assert config == _OtherConfig(env_id="Pendulum-v1", seed=5, n_envs=2, width=100)
+    assert describe_preset("Pendulum-v1", tmp_path) == "Another algorithm's preset"
+    assert list_presets(tmp_path) == ["Pendulum-v1"]
+    # The DQN presets are not looked up for it, and its own keys are the valid ones.
+    assert resolve_config("CartPole-v1", cls=_OtherConfig, presets=tmp_path).width == 8
+    with pytest.raises(QiterError, match=r"unknown config key 'gamma'.*Valid keys: env_id.*width"):
+        resolve_config(overrides=["gamma=0.9"], cls=_OtherConfig, presets=tmp_path)
+    with pytest.raises(QiterError, match="n_timesteps must be at least 1"):
+        resolve_config(overrides=["n_timesteps=0"], cls=_OtherConfig, presets=tmp_path)
+
+
+# Defect 11: `qiter presets` listed names only, and `qiter presets NAME` printed JSON without the comments.
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_has_a_one_line_description(name: str) -> None:
+    description = describe_preset(name)
+    assert description and not description.startswith("#") and "\n" not in description
+    assert len(description) <= 100, "a description fits on one line beside the name"
+    first_line = preset_text(name).splitlines()[0]
+    assert first_line.startswith("# ") and description in first_line
+
+
+def test_presets_command_lists_descriptions_in_two_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = list_presets()
+    assert [line.split()[0] for line in lines] == names
+    column = max(map(len, names)) + 2
+    for name, line in zip(names, lines):
+        assert line[:column].rstrip() == name
+        assert line[column:] == describe_preset(name)  # every description starts in the same column
+
+
+def test_presets_command_prints_the_yaml_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["presets", "CartPole-v1"]) == 0
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out) == load_preset("CartPole-v1")
+    assert out == preset_text("CartPole-v1")
+    assert any(line.startswith("#") for line in out.splitlines()), "the comments say where values come from"
+    assert "n_timesteps: 80000" in out and "{" not in out  # YAML, not JSON
+    assert main(["presets", "cartpole-v1"]) == 0  # any letter case, as --preset takes it
+    assert capsys.readouterr().out == out
+
+
+def test_presets_command_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["presets", "CartPole-v2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qiter: error: unknown preset 'CartPole-v2' (did you mean 'CartPole-v1'?)")

@@ -7,7 +7,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 
-from qiter.dqn.prioritized import PrioritizedReplayBuffer, SumTree
+from qiter.buffers.prioritized import PrioritizedReplayBuffer, SumTree
 
 OBS_SPACE = spaces.Box(low=-np.inf, high=np.inf, shape=(1,), dtype=np.float32)
 ACTION_SPACE = spaces.Discrete(2)
@@ -164,15 +164,16 @@ def test_n_step_samples_through_prioritized_buffer() -> None:
     np.testing.assert_allclose(samples.discounts, 0.125)
 
 
-def test_state_extra_round_trip() -> None:
+def test_state_dict_round_trip() -> None:
     buffer = make_buffer(8)
     fill(buffer, 5)
     buffer.update_priorities(np.array([0, 3]), np.array([2.0, 0.5]))
     buffer.beta = 0.7
-    state = buffer.state_extra()
-    assert all(isinstance(v, (th.Tensor, float)) for v in state.values())
+    state = buffer.state_dict()
     other = make_buffer(8)
-    other.load_state_extra(state)
+    other.load_state_dict(state)
+    np.testing.assert_array_equal(other.observations, buffer.observations)
+    assert other.current_idx == buffer.current_idx
     np.testing.assert_array_equal(other.tree.values(np.arange(8)), buffer.tree.values(np.arange(8)))
     assert other.tree.min == buffer.tree.min
     assert other.max_priority == buffer.max_priority

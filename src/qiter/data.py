@@ -169,6 +169,25 @@ def save_data(data: OfflineData, filename: str | Path) -> Path:
     return path
 
 
+def _check_zip(path: Path) -> None:
+    """Raise unless ``path`` is a readable, complete zip archive (as every ``.npz`` is).
+
+    Checked before ``np.load``, which takes any other file for a ``.npy`` or a pickle: a truncated archive
+    (its directory is at the end) would be reported as pickled data, with advice to load it unsafely.
+    """
+    try:
+        with path.open("rb") as f:
+            empty = not f.read(1)
+    except OSError as exc:
+        raise QiterError(f"data file '{path}' cannot be read: {exc.strerror or exc}") from exc
+    if empty:
+        raise QiterError(f"data file '{path}' is empty")
+    if not zipfile.is_zipfile(path):
+        raise QiterError(
+            f"data file '{path}' is not a valid .npz archive: corrupt or truncated (not a complete zip file)"
+        )
+
+
 def load_data(filename: str | Path) -> OfflineData:
     """
     Load OfflineData from a saved numpy file, checking it field by field.
@@ -179,6 +198,7 @@ def load_data(filename: str | Path) -> OfflineData:
     path = _npz_path(filename)
     if not path.is_file():
         raise QiterError(f"data file '{path}' does not exist")
+    _check_zip(path)
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -186,9 +206,11 @@ def load_data(filename: str | Path) -> OfflineData:
                 if name in archive.files:
                     arrays[name] = archive[name]
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError) as exc:
-        # np.load reads members lazily, so a truncated archive can fail on any field
+        # np.load reads members lazily, so a damaged archive can fail on any field
+        lines = str(exc).strip().splitlines()
         raise QiterError(
-            f"data file '{path}' is not a valid .npz archive ({type(exc).__name__}: {exc})"
+            f"data file '{path}' is not a valid .npz archive "
+            f"({type(exc).__name__}: {lines[0] if lines else 'no details'})"
         ) from exc
     missing = [name for name in _REQUIRED_FIELDS if name not in arrays]
     if missing:

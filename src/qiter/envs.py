@@ -12,6 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 from gymnasium import spaces
+from gymnasium.error import DependencyNotInstalled
 
 from qiter.errors import QiterError
 
@@ -20,6 +21,11 @@ _PLUGIN_PACKAGES = {
     "FlappyBird": ("flappy_bird_gymnasium", "pip install 'qiter[flappy]'"),
     "highway": ("highway_env", "pip install highway-env"),
 }
+
+
+# Environments that gymnasium ships but whose dependencies are a qiter extra:
+# entry-point package -> (what is missing, the extra that installs it).
+_GYMNASIUM_EXTRAS = {"gymnasium.envs.box2d": ("Box2D", "box2d")}
 
 
 def _register_plugin(env_id: str) -> None:
@@ -62,7 +68,10 @@ def make_env(env_id: str, render_mode: str | None = None, flatten: bool = False,
     :return: The environment.
     """
     check_env_id(env_id)
-    env = gym.make(env_id, render_mode=render_mode, **kwargs)
+    try:
+        env = gym.make(env_id, render_mode=render_mode, **kwargs)
+    except DependencyNotInstalled as exc:
+        raise QiterError(_missing_dependency_message(env_id, exc)) from exc
     if flatten and not (
         isinstance(env.observation_space, spaces.Box) and len(env.observation_space.shape) == 1
     ):
@@ -70,6 +79,25 @@ def make_env(env_id: str, render_mode: str | None = None, flatten: bool = False,
             return env
         env = gym.wrappers.FlattenObservation(env)
     return env
+
+
+def _entry_module(env_id: str) -> str:
+    """The module of an environment's entry point, a ``"module:Class"`` string or a callable."""
+    entry_point = gym.spec(env_id).entry_point
+    if isinstance(entry_point, str):
+        return entry_point.split(":", 1)[0]
+    return getattr(entry_point, "__module__", "") or ""
+
+
+def _missing_dependency_message(env_id: str, exc: Exception) -> str:
+    """One line saying what to install for ``env_id``: the qiter extra when there is one, else gymnasium's
+    own advice (its first line)."""
+    module = _entry_module(env_id)
+    for package, (what, extra) in _GYMNASIUM_EXTRAS.items():
+        if module == package or module.startswith(package + "."):
+            return f'{env_id} needs {what}, which is not installed: pip install "qiter[{extra}]"'
+    lines = str(exc).strip().splitlines()
+    return f"{env_id} needs a package that is not installed: {lines[0] if lines else type(exc).__name__}"
 
 
 def require_discrete_actions(env: gym.Env, algo: str) -> int:

@@ -9,3 +9,7 @@ from __future__ import annotations
 
 class QiterError(ValueError):
     """Bad input: an unknown environment, an unsupported space, a corrupt file, a wrong config key..."""
+
+
+class QiterWarning(UserWarning):
+    """Something the user should know that does not stop the run (the CLI prints it as one line)."""

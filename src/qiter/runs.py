@@ -19,14 +19,17 @@ always complete: it is written to a temporary file, synced, then renamed over th
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -39,21 +42,27 @@ import yaml
 
 from qiter.errors import QiterError
 
-CHECKPOINT_FORMAT = "qiter-dqn-v1"
+CHECKPOINT_PREFIX = "qiter-"
+# The format of a checkpoint whose state names none (an agent's checkpoints name their own).
+CHECKPOINT_FORMAT = "qiter-checkpoint"
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.yaml"
 EVAL_FILE = "eval.json"
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CHECKPOINT_PREFIX",
     "RunLogger",
+    "claim_run_dir",
     "latest_checkpoint",
     "load_checkpoint",
     "load_run_config",
     "make_run_dir",
     "read_csv",
+    "resolve_checkpoint",
     "save_checkpoint",
     "save_config",
+    "truncate_logs",
     "write_eval",
 ]
 
@@ -93,16 +102,100 @@ def make_run_dir(root: str | Path, env_id: str, algo: str, seed: int) -> Path:
     raise QiterError(f"could not create a new run folder under {parent}")  # pragma: no cover
 
 
+def _umask() -> int:
+    """The process umask, read without ever loosening it (``os.umask`` can only read it by setting it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    # Elsewhere read it by setting a private mask for that instant, not 0: a file another thread creates
+    # meanwhile is then at worst private, never world-writable.
+    old = os.umask(0o077)
+    os.umask(old)
+    return old
+
+
+# What a run writes in its folder: a folder holding any of these holds a run.
+RUN_FILES = (CONFIG_FILE, EVAL_FILE, "episodes.csv", "train.csv", "eval.csv", "tb", CHECKPOINT_DIR)
+
+
+def claim_run_dir(run_dir: str | Path, overwrite: bool = False) -> Path:
+    """Make ``run_dir`` ready for a new run: created if needed, refused if it already holds one.
+
+    :param run_dir: The folder.
+    :param overwrite: Delete the run already there (only the files a run writes; anything else stays).
+    :raises QiterError: The folder holds a run and ``overwrite`` is false.
+    """
+    path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise QiterError(f"{path} is a file, not a folder")
+    found = [name for name in RUN_FILES if (path / name).exists()]
+    if found and not overwrite:
+        raise QiterError(
+            f"{path} already holds a run ({', '.join(found)}): continue it with --resume {path}, or replace "
+            "it with --overwrite"
+        )
+    for name in found:
+        target = path / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def truncate_logs(run_dir: str | Path, step: int) -> None:
+    """Drop the CSV rows logged after ``step`` (a resume from a checkpoint at ``step``).
+
+    A run killed after its last checkpoint has logged steps that the resumed run logs again; without this,
+    they would appear twice and steps would go backwards. Each file is rewritten atomically.
+
+    :param run_dir: The run folder.
+    :param step: The checkpoint's step: rows with a larger step go.
+    """
+    for path in sorted(Path(run_dir).glob("*.csv")):
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            continue
+        header, body = rows[0], rows[1:]
+        if "step" not in header:
+            continue
+        column = header.index("step")
+        kept = [r for r in body if len(r) == len(header) and _step_of(r[column]) <= step]
+        if len(kept) == len(body):
+            continue
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(header)
+        writer.writerows(kept)
+        _atomic_write_text(path, buffer.getvalue())
+
+
+def _step_of(cell: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        return math.inf  # a torn row from a crash: dropped
+
+
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write ``path`` through a temporary file in the same folder, fsync, then a rename.
 
     A crash at any moment leaves either the previous file or the new one under ``path``, never a
-    truncated one; the temporary file is removed if writing fails.
+    truncated one; the temporary file is removed if writing fails. The file gets the permissions of any
+    other new file (``0o666`` less the umask), like the CSV logs beside it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            # mkstemp makes the file private (0o600) whatever the umask, and the rename would keep that.
+            os.chmod(tmp, 0o666 & ~_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -194,9 +287,11 @@ class RunLogger:
     :param run_dir: The run folder (created if needed).
     :param tensorboard: Also write TensorBoard scalars ``<kind>/<key>``. If TensorBoard cannot be imported,
         a warning is shown and only the CSV files are written.
+    :param purge_step: On a resume, the first step logged again: TensorBoard hides the events of earlier
+        sessions from this step on, so each step shows once (cut the CSVs with :func:`truncate_logs`).
     """
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, purge_step: int | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._files: dict[str, IO[str]] = {}
@@ -210,7 +305,9 @@ class RunLogger:
             except ImportError as e:  # pragma: no cover - tensorboard is a dependency
                 warnings.warn(f"TensorBoard logging is off ({e}); CSV logs are still written", stacklevel=2)
             else:
-                self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), flush_secs=30)
+                self._tb = SummaryWriter(
+                    log_dir=str(self.run_dir / "tb"), flush_secs=30, purge_step=purge_step
+                )
 
     def _writer(self, kind: str, keys: list[str]) -> csv.DictWriter[str]:
         writer = self._writers.get(kind)
@@ -374,6 +471,10 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
     path = Path(path)
     safe = _weights_only_safe(dict(state))
     safe.setdefault("format", CHECKPOINT_FORMAT)
+    if not str(safe["format"]).startswith(CHECKPOINT_PREFIX):
+        raise ValueError(
+            f"a checkpoint's format must start with {CHECKPOINT_PREFIX!r}, got {safe['format']!r}"
+        )
     _atomic_write(path, lambda f: torch.save(safe, f))
 
 
@@ -402,6 +503,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise QiterError(f"checkpoint {path} does not exist")
     try:
+        # Opened first so that a permission problem is reported as one, not as a corrupt file.
+        with path.open("rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise QiterError(f"checkpoint {path} cannot be read: {e.strerror or e}") from None
+    try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in str(e):
@@ -409,16 +516,38 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"{path} is not a readable qiter checkpoint: it holds Python objects other than tensors and "
                 "plain data, which are not loaded for safety (a qiter checkpoint never does)"
             ) from None
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # torch's message does not help here: it blames weights_only and advises an unsafe reload without
+        # it, or reports a truncated archive as "[Errno 22] Invalid argument". Say what is wrong instead.
+        if path.stat().st_size == 0:
+            damage = "the file is empty"
+        elif not zipfile.is_zipfile(path):
+            damage = "not a complete torch.save archive"
+        else:
+            damage = "the archive's contents are damaged"
         raise QiterError(
-            f"{path} is not a readable qiter checkpoint (corrupt or another format): {first_line}"
+            f"{path} is not a readable qiter checkpoint: corrupt or truncated ({damage})"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    # Each algorithm names its own format (``qiter-dqn-v2``...); its agent checks the version it reads.
+    if not isinstance(state, dict) or not str(state.get("format", "")).startswith(CHECKPOINT_PREFIX):
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise QiterError(
-            f"{path} is not a qiter checkpoint (expected format {CHECKPOINT_FORMAT!r}, found {found!r})"
-        )
+        raise QiterError(f"{path} is not a qiter checkpoint (its format is {found!r})")
     return state
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint a path names: the file itself, or a run folder's latest checkpoint.
+
+    :raises QiterError: The path does not exist, or the folder holds no checkpoint.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise QiterError(f"{path} does not exist")
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise QiterError(f"no checkpoint found in {path / CHECKPOINT_DIR}")
+        return found
+    return path
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

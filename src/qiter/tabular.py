@@ -4,12 +4,19 @@ Q-learning learns ``Q(s, a)`` from samples with the update
 ``Q(s, a) += lr * (r + gamma * max_a' Q(s', a') - Q(s, a))`` under an epsilon-greedy behaviour policy;
 value iteration computes ``Q*`` from the known model ``env.unwrapped.P`` and is the reference that
 Q-learning's greedy policy is checked against.
+
+Both are optimal for the *discounted* return with no time limit, while an episode of the environment is
+scored by its *undiscounted* return within the time limit (FrozenLake-v1: success within 100 steps). The
+two objectives can rank policies differently, so :func:`policy_evaluation` computes either one exactly from
+the model, and :func:`episode_returns` estimates the second with common random numbers: episode ``i`` is
+reset with seed ``seed + i`` whatever the policy, so two policies are compared on the same episodes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import gymnasium as gym
 import numpy as np
@@ -17,15 +24,23 @@ from tqdm.auto import tqdm
 
 from qiter.envs import env_name, require_discrete_actions, require_discrete_observations
 from qiter.errors import QiterError
+from qiter.policies import epsilon_greedy, greedy_action_random_ties
 
 __all__ = [
     "GridLayout",
+    "TabularConfig",
+    "episode_returns",
     "evaluate_q_table",
+    "finite_horizon_values",
     "greedy_policy",
     "grid_layout",
     "linear_epsilon",
+    "mean_and_stderr",
     "policy_arrows",
+    "policy_evaluation",
     "q_learning",
+    "start_distribution",
+    "time_limit",
     "value_iteration",
 ]
 
@@ -52,9 +67,58 @@ def linear_epsilon(n_episodes: int, start: float = 1.0, end: float = 0.05, fract
     return schedule
 
 
-def _max_steps(env: gym.Env) -> int:
+@dataclass
+class TabularConfig:
+    """The settings of ``qiter tabular``, one field per flag (so that an error names the flag).
+
+    :param env_id: Gymnasium id of an environment with ``Discrete`` states.
+    :param episodes: Q-learning training episodes.
+    :param lr: Learning rate ``alpha``.
+    :param gamma: Discount factor of Q-learning and value iteration.
+    :param epsilon: Exploration rate of epsilon-greedy.
+    :param seed: Seeds training and the evaluation episodes (``seed + i`` for episode ``i``).
+    :param eval_episodes: Evaluation episodes of each greedy policy.
+    :param slippery: FrozenLake/CliffWalking's ``is_slippery``; ``None`` keeps the env's default.
+    """
+
+    env_id: str
+    episodes: int = 5_000
+    lr: float = 0.1
+    gamma: float = 0.99
+    epsilon: float = 0.1
+    seed: int | None = None
+    # Success rates near 0.7 have a standard error of 0.014 over 1000 episodes, 0.045 over 100: enough
+    # to separate FrozenLake's policies only with the former.
+    eval_episodes: int = 1_000
+    slippery: bool | None = None
+
+    def validate(self) -> None:
+        """Check the ranges the types cannot say.
+
+        :raises QiterError: One line naming the first bad setting.
+        """
+        # qiter.config imports torch (through qiter.runs): import it here to keep qiter.tabular light
+        from qiter.config import checker
+
+        need = checker(self)
+        need(self.episodes >= 0, "episodes", "at least 0")
+        need(0.0 < self.lr <= 1.0, "lr", "in (0, 1]")
+        need(0.0 <= self.gamma <= 1.0, "gamma", "in [0, 1]")
+        need(0.0 <= self.epsilon <= 1.0, "epsilon", "in [0, 1]")
+        need(self.eval_episodes >= 1, "eval_episodes", "at least 1")
+
+
+def time_limit(env: gym.Env) -> int | None:
+    """The env's time limit (``max_episode_steps`` of its spec), or ``None`` (CliffWalking has none).
+
+    :param env: The environment.
+    """
     limit = env.spec.max_episode_steps if env.spec is not None else None
-    return int(limit) if limit else DEFAULT_MAX_STEPS
+    return int(limit) if limit else None
+
+
+def _max_steps(env: gym.Env) -> int:
+    return time_limit(env) or DEFAULT_MAX_STEPS
 
 
 def q_learning(
@@ -97,6 +161,10 @@ def q_learning(
     elif q_table.shape != (n_states, n_actions):
         raise QiterError(f"q_table has shape {q_table.shape}, expected {(n_states, n_actions)}")
     rng = np.random.default_rng(seed)
+
+    def random_action() -> int:
+        return int(rng.integers(n_actions))
+
     max_steps = _max_steps(env)
     state, _ = env.reset(seed=seed)
     for episode in tqdm(range(n_episodes), desc="Q-learning", disable=not progress, unit="ep"):
@@ -104,12 +172,9 @@ def q_learning(
             state, _ = env.reset()
         epsilon = schedule(episode)
         for _ in range(max_steps):
-            if rng.random() < epsilon:
-                action = int(rng.integers(n_actions))
-            else:
-                # Break ties at random: with a zero-initialised table, argmax would always pick action 0
-                row = q_table[state]
-                action = int(rng.choice(np.flatnonzero(row == row.max())))
+            # Break greedy ties at random: with a zero-initialised table, argmax would always pick action 0
+            greedy = partial(greedy_action_random_ties, q_table[state], rng)
+            action = epsilon_greedy(greedy, random_action, epsilon, rng.random)
             next_state, reward, terminated, truncated, _ = env.step(action)
             # A true termination has no future; a time-limit truncation still bootstraps
             target = float(reward) + (0.0 if terminated else gamma * q_table[next_state].max())
@@ -120,31 +185,41 @@ def q_learning(
     return q_table
 
 
-def _transitions(env: gym.Env) -> dict[int, dict[int, list[tuple[float, int, float, bool]]]]:
+def _transitions(env: gym.Env, algorithm: str) -> dict[int, dict[int, list[tuple[float, int, float, bool]]]]:
     model = getattr(env.unwrapped, "P", None)
     if not isinstance(model, dict):
         raise QiterError(
-            f"value iteration needs the transition model env.unwrapped.P, which {env_name(env)} does not have"
+            f"{algorithm} needs the transition model env.unwrapped.P, which {env_name(env)} does not have"
         )
     return model
 
 
-def value_iteration(
-    env: gym.Env, gamma: float = 0.99, tol: float = 1e-10, max_iterations: int = 100_000
-) -> tuple[np.ndarray, np.ndarray]:
-    """Optimal values by value iteration on the known model ``env.unwrapped.P``.
+@dataclass(frozen=True)
+class _Model:
+    """``P[s][a]`` as flat arrays, one row per ``(s, a, s')`` outcome, so that a backup is one ``bincount``."""
 
-    :param env: A toy-text environment (FrozenLake, Taxi, CliffWalking) exposing ``P[s][a] =
-        [(probability, next_state, reward, terminated), ...]``.
-    :param gamma: Discount factor.
-    :param tol: Stop when no value changes by more than this.
-    :param max_iterations: Safety cap on the sweeps.
-    :return: ``V`` of shape ``(n_states,)`` and ``Q`` of shape ``(n_states, n_actions)``.
-    """
-    n_states = require_discrete_observations(env, "value iteration")
-    n_actions = require_discrete_actions(env, "value iteration")
-    model = _transitions(env)
-    # The model as arrays, so that each sweep is a few vectorised operations
+    n_states: int
+    n_actions: int
+    flat: np.ndarray  # s * n_actions + a
+    prob: np.ndarray
+    next_state: np.ndarray
+    continues: np.ndarray  # not terminated: only these outcomes have a future
+    expected_reward: np.ndarray  # (n_states * n_actions,)
+
+    def backup(self, values: np.ndarray, gamma: float) -> np.ndarray:
+        """``Q(s, a) = E[r + gamma * V(s') * (not terminated)]``, shape ``(n_states, n_actions)``."""
+        future = np.bincount(
+            self.flat,
+            weights=self.prob * values[self.next_state] * self.continues,
+            minlength=self.n_states * self.n_actions,
+        )
+        return (self.expected_reward + gamma * future).reshape(self.n_states, self.n_actions)
+
+
+def _model(env: gym.Env, algorithm: str) -> _Model:
+    n_states = require_discrete_observations(env, algorithm)
+    n_actions = require_discrete_actions(env, algorithm)
+    model = _transitions(env, algorithm)
     rows: list[tuple[int, int, float, int, float, bool]] = [
         (s, a, p, int(s2), float(r), bool(done))
         for s in range(n_states)
@@ -154,11 +229,29 @@ def value_iteration(
     s_idx, a_idx, prob, next_s, reward, done = (np.array(column) for column in zip(*rows))
     flat = s_idx * n_actions + a_idx
     expected_reward = np.bincount(flat, weights=prob * reward, minlength=n_states * n_actions)
-    values = np.zeros(n_states)
-    q_table = expected_reward.reshape(n_states, n_actions)
+    return _Model(n_states, n_actions, flat, prob, next_s, ~done, expected_reward)
+
+
+def value_iteration(
+    env: gym.Env, gamma: float = 0.99, tol: float = 1e-10, max_iterations: int = 100_000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal values by value iteration on the known model ``env.unwrapped.P``.
+
+    They are optimal for the discounted return with no time limit (the model has none); see
+    :func:`finite_horizon_values` for the best undiscounted return within the env's time limit.
+
+    :param env: A toy-text environment (FrozenLake, Taxi, CliffWalking) exposing ``P[s][a] =
+        [(probability, next_state, reward, terminated), ...]``.
+    :param gamma: Discount factor.
+    :param tol: Stop when no value changes by more than this.
+    :param max_iterations: Safety cap on the sweeps.
+    :return: ``V`` of shape ``(n_states,)`` and ``Q`` of shape ``(n_states, n_actions)``.
+    """
+    model = _model(env, "value iteration")
+    values = np.zeros(model.n_states)
+    q_table = model.expected_reward.reshape(model.n_states, model.n_actions)
     for _ in range(max_iterations):
-        future = np.bincount(flat, weights=prob * values[next_s] * ~done, minlength=n_states * n_actions)
-        q_table = (expected_reward + gamma * future).reshape(n_states, n_actions)
+        q_table = model.backup(values, gamma)
         new_values = q_table.max(axis=1)
         delta = float(np.max(np.abs(new_values - values)))
         values = new_values
@@ -167,20 +260,94 @@ def value_iteration(
     return values, q_table
 
 
+def policy_evaluation(
+    env: gym.Env,
+    policy: np.ndarray,
+    gamma: float = 1.0,
+    horizon: int | None = None,
+    tol: float = 1e-10,
+    max_iterations: int = 100_000,
+) -> np.ndarray:
+    """The exact value ``V^pi`` of a deterministic policy, from the known model ``env.unwrapped.P``.
+
+    With a ``horizon`` it is the expected return of the first ``horizon`` steps: with ``gamma=1`` and the
+    env's :func:`time_limit`, what the mean return of evaluation episodes estimates (FrozenLake: the
+    success probability within 100 steps). Without, the discounted return with no time limit, the objective
+    of :func:`value_iteration` and :func:`q_learning`.
+
+    :param env: A toy-text environment with ``env.unwrapped.P``.
+    :param policy: One action per state, ``(n_states,)`` (e.g. :func:`greedy_policy`).
+    :param gamma: Discount factor.
+    :param horizon: Number of steps, or ``None`` for no limit (iterate until the values change by ``tol``).
+    :param tol: Convergence threshold without a horizon.
+    :param max_iterations: Safety cap on the sweeps without a horizon (``gamma=1`` may not converge).
+    :return: ``V^pi`` of shape ``(n_states,)``.
+    """
+    model = _model(env, "policy evaluation")
+    policy = np.asarray(policy)
+    if policy.shape != (model.n_states,):
+        raise QiterError(f"policy has shape {policy.shape}, expected {(model.n_states,)}")
+    if horizon is not None and horizon < 0:
+        raise QiterError(f"horizon must be >= 0, not {horizon}")
+    states = np.arange(model.n_states)
+    values = np.zeros(model.n_states)
+    for _ in range(max_iterations if horizon is None else horizon):
+        new_values = model.backup(values, gamma)[states, policy]
+        delta = float(np.max(np.abs(new_values - values)))
+        values = new_values
+        if horizon is None and delta <= tol:
+            break
+    return values
+
+
+def finite_horizon_values(env: gym.Env, horizon: int, gamma: float = 1.0) -> np.ndarray:
+    """The best expected return of the first ``horizon`` steps, by backward induction on the model.
+
+    It bounds every policy, but reaching it may take one that depends on the steps left, which a
+    stationary policy (such as value iteration's greedy one) does not.
+
+    :param env: A toy-text environment with ``env.unwrapped.P``.
+    :param horizon: Number of steps (the env's :func:`time_limit`).
+    :param gamma: Discount factor.
+    :return: ``V*_horizon`` of shape ``(n_states,)``.
+    """
+    model = _model(env, "finite-horizon value iteration")
+    values = np.zeros(model.n_states)
+    for _ in range(horizon):
+        values = model.backup(values, gamma).max(axis=1)
+    return values
+
+
+def start_distribution(env: gym.Env) -> np.ndarray:
+    """The distribution of the first state (``initial_state_distrib`` of the toy-text envs).
+
+    :param env: The environment.
+    """
+    distribution = getattr(env.unwrapped, "initial_state_distrib", None)
+    if distribution is None:
+        raise QiterError(f"{env_name(env)} does not expose its start distribution (initial_state_distrib)")
+    return np.asarray(distribution, dtype=float)
+
+
 def greedy_policy(q_table: np.ndarray) -> np.ndarray:
     """The greedy action of each state, ``argmax_a Q(s, a)`` (first action on ties)."""
     return np.asarray(np.argmax(q_table, axis=1))
 
 
-def evaluate_q_table(
+def episode_returns(
     env: gym.Env, q_table: np.ndarray, n_episodes: int = 100, seed: int | None = None
-) -> tuple[float, float]:
-    """Mean and standard deviation of the returns of the greedy policy of a Q-table.
+) -> np.ndarray:
+    """The undiscounted return of each episode of the greedy policy of a Q-table.
+
+    With a ``seed``, episode ``i`` is reset with ``seed + i``: every policy meets the same random numbers
+    in the same episode (common random numbers), so the per-episode difference of two policies has a much
+    smaller variance than two independent runs, and that difference's mean tells them apart.
 
     :param env: The environment the table was learned on.
     :param q_table: ``(n_states, n_actions)``.
     :param n_episodes: Number of episodes.
-    :param seed: Seed of the first reset.
+    :param seed: Seed of the first episode; ``None`` leaves the episodes unseeded.
+    :return: ``(n_episodes,)`` returns.
     """
     n_states = require_discrete_observations(env, "tabular evaluation")
     n_actions = require_discrete_actions(env, "tabular evaluation")
@@ -188,17 +355,45 @@ def evaluate_q_table(
         raise QiterError(f"q_table has shape {q_table.shape}, but the env needs {(n_states, n_actions)}")
     policy = greedy_policy(q_table)
     max_steps = _max_steps(env)
-    returns = []
+    returns = np.zeros(n_episodes)
     for episode in range(n_episodes):
-        state, _ = env.reset(seed=seed if episode == 0 else None)
-        total = 0.0
+        state, _ = env.reset(seed=None if seed is None else seed + episode)
         for _ in range(max_steps):
             state, reward, terminated, truncated, _ = env.step(int(policy[state]))
-            total += float(reward)
+            returns[episode] += float(reward)
             if terminated or truncated:
                 break
-        returns.append(total)
+    return returns
+
+
+def evaluate_q_table(
+    env: gym.Env, q_table: np.ndarray, n_episodes: int = 100, seed: int | None = None
+) -> tuple[float, float]:
+    """Mean and standard deviation of the returns of the greedy policy of a Q-table.
+
+    The standard deviation describes single episodes; the uncertainty of the mean is
+    :func:`mean_and_stderr`'s standard error.
+
+    :param env: The environment the table was learned on.
+    :param q_table: ``(n_states, n_actions)``.
+    :param n_episodes: Number of episodes.
+    :param seed: Episode ``i`` is reset with ``seed + i`` (see :func:`episode_returns`).
+    """
+    returns = episode_returns(env, q_table, n_episodes, seed)
     return float(np.mean(returns)), float(np.std(returns))
+
+
+def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
+    """The mean of independent samples and its standard error ``std / sqrt(n)`` (``nan`` below 2 samples).
+
+    ``mean +/- 1.96 * stderr`` is a 95% interval (normal approximation, fine for hundreds of episodes).
+
+    :param values: ``(n,)`` samples, e.g. :func:`episode_returns` or a per-episode difference of two.
+    """
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return (float(values.mean()) if len(values) else float("nan")), float("nan")
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ The seeds used ``VideoRecorder``, which gymnasium 1.x removed; ``RecordVideo`` w
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -35,6 +37,7 @@ def video_env(
             f"recording a video needs an env made with render_mode='rgb_array', not {env.render_mode!r}"
         )
     Path(video_folder).mkdir(parents=True, exist_ok=True)
+    _init_display_quietly()
     # Never trigger on its own, and a finite but huge length: with 0 (unbounded) RecordVideo would cut the
     # video at the next reset, and we want every evaluation episode in one file.
     with warnings.catch_warnings():
@@ -49,6 +52,34 @@ def video_env(
         )
     wrapped.start_recording(video_name)
     return wrapped
+
+
+def _init_display_quietly() -> None:
+    """Initialise pygame's display now, without the ``XDG_RUNTIME_DIR is invalid or not set`` line.
+
+    Rendering to ``rgb_array`` still calls ``pygame.display.init()``, and SDL then tries its Wayland driver
+    first: libwayland prints that line to stderr when ``XDG_RUNTIME_DIR`` is unset (a headless machine, a
+    container, an ssh session), though SDL goes on to another driver and nothing fails. For that instant an
+    empty private folder stands in for it: the Wayland probe fails quietly and SDL picks the same driver as
+    it would have. The environment is left as it was, and a user's own ``XDG_RUNTIME_DIR`` or
+    ``SDL_VIDEODRIVER`` is never overridden.
+    """
+    if not sys.platform.startswith("linux") or "XDG_RUNTIME_DIR" in os.environ:
+        return
+    if "SDL_VIDEODRIVER" in os.environ:  # the user chose a driver: SDL probes no other
+        return
+    try:
+        import pygame  # gymnasium imports it the same way to render, and hides its banner
+    except ImportError:  # the env's render() will say how to install it
+        return
+    if pygame.display.get_init():
+        return
+    with tempfile.TemporaryDirectory(prefix="qiter-xdg-") as runtime_dir:
+        os.environ["XDG_RUNTIME_DIR"] = runtime_dir
+        try:
+            pygame.display.init()
+        finally:
+            del os.environ["XDG_RUNTIME_DIR"]
 
 
 def finish_video(wrapped: RecordVideo) -> Path:

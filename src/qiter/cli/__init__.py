@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from qiter import __version__
-from qiter.errors import QiterError
+from qiter.errors import QiterError, QiterWarning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    show_warning = warnings.showwarning
+
+    def one_line_warning(message: Any, category: type[Warning], *rest: Any, **kwargs: Any) -> None:
+        # qiter's own warnings read like its errors: one line; others as Python shows them.
+        if issubclass(category, QiterWarning):
+            print(f"qiter: warning: {message}", file=sys.stderr)
+        else:
+            show_warning(message, category, *rest, **kwargs)
+
+    warnings.showwarning = one_line_warning
     try:
         code = args.func(args)
     except QiterError as exc:
@@ -44,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qiter: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show_warning
     return int(code or 0)
 
 

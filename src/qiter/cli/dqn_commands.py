@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--runs-dir", default="runs", help="root folder for run folders (default: runs)")
     p.add_argument("--run-dir", help="exact run folder to use instead of a new one under --runs-dir")
     p.add_argument(
-        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint"
+        "--overwrite", action="store_true", help="replace the run already in --run-dir (otherwise refused)"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its latest checkpoint; --set and --config change its config "
+        "(not the network's shape)",
     )
     p.add_argument("--save-buffer", action="store_true", help="also store the replay buffer in checkpoints")
     p.add_argument(
@@ -85,15 +90,24 @@ def register(subparsers: Any) -> None:
     p.add_argument("--video-folder", help="where the mp4 goes (default: RUN_DIR/videos or logs/videos)")
     p.set_defaults(func=_eval)
 
-    p = subparsers.add_parser("presets", help="list the shipped DQN presets")
-    p.add_argument("name", nargs="?", help="show this preset's values")
+    p = subparsers.add_parser(
+        "presets",
+        help="list the shipped DQN presets, or show one",
+        description="List the shipped DQN presets with a one-line description, or print one preset's YAML "
+        "file (use it with `qiter train ENV_ID --preset NAME`, or copy it for --config).",
+    )
+    p.add_argument("name", nargs="?", metavar="NAME", help="print this preset's YAML file, comments included")
     p.set_defaults(func=_presets)
 
 
 def _train(args: argparse.Namespace) -> int:
     from qiter import runs
-    from qiter.dqn.presets import config_from_dict, resolve_config
-    from qiter.dqn.trainer import make_training_envs, train
+    from qiter.config import convert_values, read_config_file
+    from qiter.dqn.agent import DQNAgent
+    from qiter.dqn.config import DQNConfig
+    from qiter.dqn.presets import config_from_dict, parse_overrides, resolve_config
+    from qiter.dqn.trainer import train
+    from qiter.run_loop import check_env
 
     overrides = list(args.overrides)
     for key, kind, _ in OPTION_FLAGS:
@@ -107,113 +121,87 @@ def _train(args: argparse.Namespace) -> int:
     if args.save_buffer:
         overrides.append("save_buffer=true")
     if args.resume:
+        if args.preset is not None or args.run_dir is not None or args.overwrite:
+            raise QiterError(
+                "--resume continues a run with its own config: use --set or --config to change it"
+            )
         run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").exists():
-            raise QiterError(f"{run_dir} is not a run folder (no config.yaml)")
-        config = config_from_dict(runs.load_run_config(run_dir))
-        if args.steps is not None:
-            config.n_timesteps = args.steps
+        # The run's config, then what this command changes (a resume refuses changes of the network's shape).
+        values = runs.load_run_config(run_dir)
+        if args.env_id is not None:
+            values["env_id"] = args.env_id
+        if args.config is not None:
+            values.update(
+                convert_values(DQNConfig, read_config_file(args.config), f"config file {args.config}")
+            )
+        values.update(parse_overrides(overrides))
+        if args.seed is not None:
+            values["seed"] = args.seed
+        config = config_from_dict(values)
     else:
         if args.env_id is None:
             raise QiterError("give an environment id (e.g. `qiter train CartPole-v1`) or --resume RUN_DIR")
         config = resolve_config(args.env_id, args.preset, args.config, overrides, args.seed)
-        # Check the environment before a run folder exists, so a typo leaves no empty folder behind.
-        for env in make_training_envs(config):
-            env.close()
-        run_dir = (
-            Path(args.run_dir)
-            if args.run_dir
-            else runs.make_run_dir(args.runs_dir, config.env_id, "dqn", config.seed)
-        )
+        # Check the environment and the folder before a run folder exists, so a mistake leaves nothing behind.
+        check_env(config, DQNAgent)
+        if args.run_dir:
+            run_dir = runs.claim_run_dir(args.run_dir, overwrite=args.overwrite)
+        else:
+            run_dir = runs.make_run_dir(args.runs_dir, config.env_id, DQNAgent.algo, config.seed)
     if not args.quiet:
         print(f"Run folder: {run_dir}")
     result = train(
         config,
         run_dir,
         resume=bool(args.resume),
+        overwrite=args.overwrite,
         progress=not args.no_progress,
         verbose=0 if args.quiet else 1,
         tensorboard=not args.no_tensorboard,
-    )
-    mean, std = _final_eval(
-        result.q_net,
-        config.env_id,
-        args.eval_episodes or config.n_eval_episodes,
-        config.seed,
-        run_dir,
-        args.video,
-    )
-    runs.write_eval(
-        run_dir,
-        {
-            "env_id": config.env_id,
-            "steps": result.steps,
-            "episodes": args.eval_episodes or config.n_eval_episodes,
-            "mean_return": mean,
-            "std_return": std,
-            "wall_time_s": result.wall_time,
-            "steps_per_second": result.steps_per_second,
-        },
+        final_eval_episodes=args.eval_episodes or config.n_eval_episodes,
+        video=args.video,
     )
     if not args.quiet:
         print(
             f"Trained {result.steps} steps in {result.wall_time:.1f} s ({result.steps_per_second:,.0f} steps/s)"
         )
+    final = result.final_evaluation
+    assert final is not None
     print(
-        f"Evaluation of {config.env_id} over {args.eval_episodes or config.n_eval_episodes} episodes: {mean:.2f} +/- {std:.2f}"
+        f"Evaluation of {config.env_id} over {len(final.returns)} episodes: {final.mean_return:.2f} +/- {final.std_return:.2f}"
     )
     return 0
 
 
-def _final_eval(
-    q_net: Any, env_id: str, episodes: int, seed: int, run_dir: Path, video: bool
-) -> tuple[float, float]:
-    from qiter.dqn.trainer import greedy_actor
-    from qiter.envs import make_env
-    from qiter.evaluation import run_episodes
-
-    env = make_env(env_id, render_mode="rgb_array" if video else None, flatten=True)
-    returns = run_episodes(
-        env, greedy_actor(q_net), episodes, video_name=f"dqn-{env_id}" if video else None,
-        video_folder=run_dir / "videos", seed=seed + 10_000,
-    )  # fmt: skip
-    env.close()
-    return float(returns.mean()), float(returns.std())
-
-
 def _eval(args: argparse.Namespace) -> int:
-    import numpy as np
+    from qiter.agent import load_agent
 
-    from qiter.dqn.trainer import greedy_actor, load_agent
-    from qiter.envs import make_env
-    from qiter.evaluation import run_episodes
-
-    path = Path(args.path)
-    if not path.exists():
-        raise QiterError(f"{path} does not exist")
-    config, q_net = load_agent(path)
     if args.episodes < 1:
         raise QiterError("--episodes must be at least 1")
+    path = Path(args.path)
+    trained = load_agent(path)
     default_folder = (path if path.is_dir() else path.parent.parent) / "videos"
-    video_folder = Path(args.video_folder) if args.video_folder else default_folder
-    env = make_env(config.env_id, render_mode="rgb_array" if args.video else None, flatten=True)
-    returns = run_episodes(
-        env, greedy_actor(q_net), args.episodes, args.epsilon, np.random.default_rng(args.seed),
-        video_name=f"eval-{config.env_id}" if args.video else None, video_folder=video_folder, seed=args.seed,
+    video_folder = (Path(args.video_folder) if args.video_folder else default_folder) if args.video else None
+    result = trained.evaluate(
+        None, args.episodes, seed=args.seed, video_folder=video_folder, exploration_rate=args.epsilon,
+        video_name=f"eval-{trained.config.env_id}",
     )  # fmt: skip
-    env.close()
     print(
-        f"Evaluation of {config.env_id} over {args.episodes} episodes: {returns.mean():.2f} +/- {returns.std():.2f}"
+        f"Evaluation of {trained.config.env_id} over {args.episodes} episodes: {result.mean_return:.2f} +/- {result.std_return:.2f}"
     )
     return 0
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from qiter.dqn.presets import list_presets, load_preset
+    from qiter.dqn.presets import describe_preset, list_presets, preset_text
 
     if args.name:
-        print(json.dumps(load_preset(args.name), indent=2))
+        # The file itself, not its parsed values: its comments say where the values come from.
+        text = preset_text(args.name)
+        print(text, end="" if text.endswith("\n") else "\n")
         return 0
-    for name in list_presets():
-        print(name)
+    names = list_presets()
+    width = max(map(len, names), default=0)
+    for name in names:
+        print(f"{name:<{width}}  {describe_preset(name)}".rstrip())
     return 0

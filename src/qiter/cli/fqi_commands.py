@@ -5,20 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from qiter.config import config_from_dict
 from qiter.errors import QiterError
+from qiter.fqi_config import REGRESSOR_NAMES, CollectConfig, FQIConfig
 from qiter.video import DEFAULT_VIDEO_FOLDER
 
-# Kept in sync with qiter.fqi.REGRESSORS (a test checks), so that `qiter --help` does not import sklearn
-REGRESSOR_NAMES = (
-    "knn",
-    "linear",
-    "poly",
-    "tree",
-    "extra-trees",
-    "random-forest",
-    "gradient-boosting",
-    "mlp",
-)
+__all__ = ["REGRESSOR_NAMES", "register"]
+
+# The settings' flags take strings and default to None: config_from_dict converts what the user gave with
+# the types of CollectConfig / FQIConfig and fills in their defaults, which are shown in the help from here.
+_FQI_DEFAULTS = FQIConfig()
 
 
 def register(subparsers: Any) -> None:
@@ -29,9 +25,9 @@ def register(subparsers: Any) -> None:
         description="Run a uniformly random policy and save the transitions (and the env id) to an .npz.",
     )
     p.add_argument("env_id", metavar="ENV_ID", help="gymnasium id with Box observations and discrete actions")
-    p.add_argument("--steps", type=int, default=50_000, help="number of transitions (default: %(default)s)")
+    p.add_argument("--steps", metavar="N", help=f"number of transitions (default: {CollectConfig.steps})")
     p.add_argument("--out", required=True, help="output file (.npz is added if missing)")
-    p.add_argument("--seed", type=int, default=None, help="seed for reproducible data")
+    p.add_argument("--seed", help="seed for reproducible data")
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -47,27 +43,29 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("file", metavar="FILE", help="an .npz written by `qiter collect` (or qiter.fqi.save_data)")
     p.add_argument(
-        "--regressor", default="knn", choices=REGRESSOR_NAMES, help="regression model (default: %(default)s)"
+        "--regressor",
+        metavar="NAME",
+        help=f"regression model: {', '.join(REGRESSOR_NAMES)} (default: {_FQI_DEFAULTS.regressor})",
     )
-    p.add_argument("--iterations", type=int, default=20, help="FQI iterations (default: %(default)s)")
-    p.add_argument("--gamma", type=float, default=0.99, help="discount factor (default: %(default)s)")
+    p.add_argument("--iterations", metavar="N", help=f"FQI iterations (default: {_FQI_DEFAULTS.iterations})")
+    p.add_argument("--gamma", metavar="X", help=f"discount factor (default: {_FQI_DEFAULTS.gamma})")
     p.add_argument(
         "--eval-freq",
-        type=int,
-        default=5,
-        help="evaluate every N iterations, 0: never (default: %(default)s)",
+        metavar="N",
+        help=f"evaluate every N iterations, 0: only at the end (default: {_FQI_DEFAULTS.eval_freq})",
     )
     p.add_argument(
-        "--eval-episodes", type=int, default=10, help="episodes per evaluation (default: %(default)s)"
+        "--eval-episodes",
+        metavar="N",
+        help=f"episodes per evaluation (default: {_FQI_DEFAULTS.eval_episodes})",
     )
-    p.add_argument("--env", default=None, help="environment id (default: the one stored in FILE)")
+    p.add_argument("--env", metavar="ENV_ID", help="environment id (default: the one stored in FILE)")
     p.add_argument(
         "--encoding",
-        default="auto",
-        choices=("auto", "index", "one-hot"),
-        help="action encoding of the regression input (default: index for 2 actions, else one-hot)",
+        metavar="auto|index|one-hot",
+        help="action encoding of the regression input (default: auto, index for 2 actions, else one-hot)",
     )
-    p.add_argument("--seed", type=int, default=None, help="seed of the regressor and the evaluations")
+    p.add_argument("--seed", help="seed of the regressor and the evaluations")
     p.add_argument(
         "--no-fast", action="store_true", help="refit every iteration even for kNN / least squares"
     )
@@ -79,15 +77,22 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_fqi)
 
 
+def _given(args: argparse.Namespace, *keys: str) -> dict[str, Any]:
+    """The settings among ``keys`` that the user gave (the others are None: the config's defaults apply)."""
+    return {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+
+
 def _collect(args: argparse.Namespace) -> int:
     import numpy as np
 
     from qiter.data import collect_data, save_data
 
-    data = collect_data(args.env_id, n_steps=args.steps, seed=args.seed, progress=args.progress)
+    values = {"env_id": args.env_id, **_given(args, "steps", "seed")}
+    config = config_from_dict(CollectConfig, values, "the collect settings")
+    data = collect_data(config.env_id, n_steps=config.steps, seed=config.seed, progress=args.progress)
     path = save_data(data, args.out)
     episodes = int(np.sum(data.terminateds) + np.sum(data.truncateds if data.truncateds is not None else 0))
-    print(f"collected {len(data)} transitions of {args.env_id} ({episodes} episodes ended) into {path}")
+    print(f"collected {len(data)} transitions of {config.env_id} ({episodes} episodes ended) into {path}")
     return 0
 
 
@@ -97,12 +102,12 @@ def _fqi(args: argparse.Namespace) -> int:
     from qiter.envs import make_env
     from qiter.fqi import FQIIteration, evaluate, fitted_q_iteration, load_data, make_regressor
 
-    if args.iterations < 0:
-        raise QiterError(f"--iterations must be >= 0, not {args.iterations}")
-    if args.eval_episodes < 1:
-        raise QiterError(f"--eval-episodes must be at least 1, not {args.eval_episodes}")
+    keys = ("regressor", "iterations", "gamma", "eval_freq", "eval_episodes", "env", "encoding", "seed")
+    values = {**_given(args, *keys), "fast": not args.no_fast}
+    # Before loading the data, so that a bad setting is reported at once
+    config = config_from_dict(FQIConfig, values, "the fqi settings")
     data = load_data(args.file)
-    env_id = args.env or data.env_id
+    env_id = config.env or data.env_id
     if env_id is None:
         raise QiterError(f"'{args.file}' does not say which environment it comes from: pass --env ENV_ID")
     env = make_env(env_id, render_mode="rgb_array" if args.video else None)
@@ -110,7 +115,7 @@ def _fqi(args: argparse.Namespace) -> int:
 
     def report(record: FQIIteration) -> None:
         line = (
-            f"iter {record.iteration:3d}/{args.iterations}  target {record.target_mean:8.3f} "
+            f"iter {record.iteration:3d}/{config.iterations}  target {record.target_mean:8.3f} "
             f"+/- {record.target_std:7.3f} (max {record.target_max:8.3f})  {record.seconds:6.2f} s"
         )
         if record.score is not None:
@@ -119,20 +124,20 @@ def _fqi(args: argparse.Namespace) -> int:
             line += f"  return {record.eval_mean:.1f} +/- {record.eval_std:.1f}"
         tqdm.write(line)
 
-    print(f"FQI with {args.regressor} on {len(data)} transitions of {env_id}")
+    print(f"FQI with {config.regressor} on {len(data)} transitions of {env_id}")
     model, history = fitted_q_iteration(
         data,
-        make_regressor(args.regressor, seed=args.seed),
-        n_iterations=args.iterations,
-        gamma=args.gamma,
+        make_regressor(config.regressor, seed=config.seed),
+        n_iterations=config.iterations,
+        gamma=config.gamma,
         env=env,
-        eval_freq=args.eval_freq,
-        n_eval_episodes=args.eval_episodes,
-        action_encoding=args.encoding,
-        fast=not args.no_fast,
+        eval_freq=config.eval_freq,
+        n_eval_episodes=config.eval_episodes,
+        action_encoding=config.encoding,
+        fast=config.fast,
         progress=not args.no_progress,
         verbose=False,
-        eval_seed=args.seed,
+        eval_seed=config.seed,
         callback=report,
     )
     last = history[-1]
@@ -141,15 +146,15 @@ def _fqi(args: argparse.Namespace) -> int:
         mean, std = evaluate(
             model,
             env,
-            args.eval_episodes,
+            config.eval_episodes,
             video_name=video_name,
             video_folder=args.video_folder,
-            seed=args.seed,
+            seed=config.seed,
             verbose=False,
         )
     else:
         mean, std = last.eval_mean, float(last.eval_std or 0.0)
-    print(f"final greedy return over {args.eval_episodes} episodes: {mean:.2f} +/- {std:.2f}")
+    print(f"final greedy return over {config.eval_episodes} episodes: {mean:.2f} +/- {std:.2f}")
     if args.video:
         print(f"video: {args.video_folder}/FQI_{env_id}.mp4")
     env.close()

@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from typing import Any
 
+import numpy as np
+
+from qiter.config import config_from_dict
 from qiter.errors import QiterError
+from qiter.tabular import (
+    DEFAULT_MAX_STEPS,
+    TabularConfig,
+    episode_returns,
+    finite_horizon_values,
+    greedy_policy,
+    grid_layout,
+    mean_and_stderr,
+    policy_arrows,
+    policy_evaluation,
+    q_learning,
+    start_distribution,
+    time_limit,
+    value_iteration,
+)
+
+# The settings' flags take strings and default to None: config_from_dict converts what the user gave with
+# the types of TabularConfig and fills in its defaults, which the help shows from here.
+_SETTINGS = ("episodes", "lr", "gamma", "epsilon", "seed", "eval_episodes", "slippery")
 
 
 def register(subparsers: Any) -> None:
@@ -14,21 +37,31 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "tabular",
         help="tabular Q-learning on an env with discrete states (FrozenLake, Taxi, CliffWalking)",
-        description="Learn a Q-table with epsilon-greedy Q-learning, report the greedy policy's return and, "
-        "for grid worlds, draw it as arrows next to value iteration's optimal policy.",
+        description="Learn a Q-table with epsilon-greedy Q-learning and report its greedy policy's mean return "
+        "with a 95% interval. When the env has a model (env.unwrapped.P), compare it with value iteration's "
+        "policy on the same seeded episodes and by their exact values; for grid worlds, draw both as arrows.",
     )
     p.add_argument(
         "env_id", metavar="ENV_ID", help="gymnasium id, e.g. FrozenLake-v1, Taxi-v4, CliffWalking-v1"
     )
-    p.add_argument("--episodes", type=int, default=5_000, help="training episodes (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=0.1, help="learning rate alpha (default: %(default)s)")
-    p.add_argument("--gamma", type=float, default=0.99, help="discount factor (default: %(default)s)")
+    p.add_argument("--episodes", metavar="N", help=f"training episodes (default: {TabularConfig.episodes})")
+    p.add_argument("--lr", metavar="X", help=f"learning rate alpha (default: {TabularConfig.lr})")
+    p.add_argument("--gamma", metavar="X", help=f"discount factor (default: {TabularConfig.gamma})")
     p.add_argument(
-        "--epsilon", type=float, default=0.1, help="exploration rate of epsilon-greedy (default: %(default)s)"
+        "--epsilon",
+        metavar="X",
+        help=f"exploration rate of epsilon-greedy (default: {TabularConfig.epsilon})",
     )
-    p.add_argument("--seed", type=int, default=None, help="seed for reproducible runs")
     p.add_argument(
-        "--eval-episodes", type=int, default=100, help="greedy evaluation episodes (default: %(default)s)"
+        "--seed",
+        metavar="N",
+        help="seed for reproducible runs; evaluation episode i is seeded with SEED + i (default: random)",
+    )
+    p.add_argument(
+        "--eval-episodes",
+        metavar="N",
+        help="greedy evaluation episodes of each policy, seeded alike for both "
+        f"(default: {TabularConfig.eval_episodes})",
     )
     p.add_argument(
         "--slippery",
@@ -42,39 +75,34 @@ def register(subparsers: Any) -> None:
 
 def _tabular(args: argparse.Namespace) -> int:
     from qiter.envs import make_env
-    from qiter.tabular import evaluate_q_table, grid_layout, policy_arrows, q_learning, value_iteration
 
-    if not 0.0 <= args.epsilon <= 1.0:
-        raise QiterError(f"--epsilon must be in [0, 1], not {args.epsilon}")
-    if args.eval_episodes < 1:
-        raise QiterError(f"--eval-episodes must be at least 1, not {args.eval_episodes}")
-    kwargs = {} if args.slippery is None else {"is_slippery": args.slippery}
+    # Only the settings the user gave (the others are None): the config's defaults apply to the rest
+    given = {key: getattr(args, key) for key in _SETTINGS if getattr(args, key) is not None}
+    config = config_from_dict(TabularConfig, {"env_id": args.env_id, **given}, "the tabular settings")
+    kwargs: dict[str, Any] = {} if config.slippery is None else {"is_slippery": config.slippery}
     try:
-        env = make_env(args.env_id, **kwargs)
+        env = make_env(config.env_id, **kwargs)
     except TypeError as exc:  # an option the env does not take, e.g. --slippery for Taxi
-        raise QiterError(f"{args.env_id} does not accept these options: {exc}") from exc
+        raise QiterError(f"{config.env_id} does not accept these options: {exc}") from exc
     start = time.perf_counter()
     q_table = q_learning(
         env,
-        n_episodes=args.episodes,
-        learning_rate=args.lr,
-        gamma=args.gamma,
-        exploration_rate=args.epsilon,
-        seed=args.seed,
+        n_episodes=config.episodes,
+        learning_rate=config.lr,
+        gamma=config.gamma,
+        exploration_rate=config.epsilon,
+        seed=config.seed,
         progress=not args.no_progress,
     )
     seconds = time.perf_counter() - start
-    print(f"Q-learning on {args.env_id}: {args.episodes} episodes in {seconds:.1f} s")
-    mean, std = evaluate_q_table(env, q_table, args.eval_episodes, seed=args.seed)
-    print(f"Q-learning greedy return over {args.eval_episodes} episodes: {mean:.2f} +/- {std:.2f}")
-
+    print(f"Q-learning on {config.env_id}: {config.episodes} episodes in {seconds:.1f} s")
     optimal = None
     if isinstance(getattr(env.unwrapped, "P", None), dict):
-        _, optimal = value_iteration(env, gamma=args.gamma)
-        opt_mean, opt_std = evaluate_q_table(env, optimal, args.eval_episodes, seed=args.seed)
-        print(
-            f"value iteration greedy return over {args.eval_episodes} episodes: {opt_mean:.2f} +/- {opt_std:.2f}"
-        )
+        _, optimal = value_iteration(env, gamma=config.gamma)
+    _print_returns(env, config, {"Q-learning": q_table, "value iteration": optimal})
+    if optimal is not None:
+        _print_exact_values(env, config, q_table, optimal)
+
     layout = grid_layout(env)
     if layout is not None:
         print("\nQ-learning greedy policy:")
@@ -84,3 +112,62 @@ def _tabular(args: argparse.Namespace) -> int:
             print(policy_arrows(optimal, layout.shape, layout.arrows, layout.special))
     env.close()
     return 0
+
+
+def _interval(mean: float, stderr: float, sign: str = "") -> str:
+    """``mean +/- half-width`` of a 95% interval (normal approximation)."""
+    half = "n/a" if math.isnan(stderr) else f"{1.96 * stderr:.3f}"
+    return f"{mean:{sign}.3f} +/- {half}"
+
+
+def _print_returns(env: Any, config: TabularConfig, q_tables: dict[str, np.ndarray | None]) -> None:
+    """Each greedy policy's mean return, and their paired difference, on the same seeded episodes."""
+    # Without --seed, draw one base seed anyway: both policies must still meet the same episodes
+    seed = config.seed if config.seed is not None else int(np.random.default_rng().integers(2**31))
+    n = config.eval_episodes
+    limit = time_limit(env)
+    length = f"at most {limit} steps" if limit else f"no time limit, cut at {DEFAULT_MAX_STEPS} steps"
+    print(
+        f"greedy return (undiscounted, {length}) over {n} episode{'s' if n > 1 else ''} "
+        f"seeded {seed}..{seed + n - 1}, "
+        "the same for each policy; mean +/- 95% interval:"
+    )
+    returns = {
+        name: episode_returns(env, table, n, seed) for name, table in q_tables.items() if table is not None
+    }
+    width = max(len(name) for name in returns) + 1
+    for name, values in returns.items():
+        print(f"  {name + ':':<{width}} {_interval(*mean_and_stderr(values))}")
+    if len(returns) == 2:
+        first, second = returns
+        # The paired difference: common random numbers cancel much of each episode's luck
+        difference = mean_and_stderr(returns[second] - returns[first])
+        print(f"  {second} - {first} (paired): {_interval(*difference, sign='+')}")
+
+
+def _print_exact_values(env: Any, config: TabularConfig, q_table: np.ndarray, optimal: np.ndarray) -> None:
+    """Both policies' exact values from the model, for the episodes' objective and for value iteration's."""
+    try:
+        start = start_distribution(env)
+    except QiterError:
+        return  # no start distribution: the estimates above are all there is
+    horizon = time_limit(env) or DEFAULT_MAX_STEPS
+    policies = {"Q-learning": greedy_policy(q_table), "value iteration": greedy_policy(optimal)}
+    episodic = {
+        name: float(start @ policy_evaluation(env, pi, 1.0, horizon)) for name, pi in policies.items()
+    }
+    best = float(start @ finite_horizon_values(env, horizon))
+    print("exact expected returns from the model env.unwrapped.P and the start distribution:")
+    print(
+        f"  undiscounted within {horizon} steps (what the episodes estimate): "
+        + ", ".join(f"{name} {value:.4f}" for name, value in episodic.items())
+        + f"; best of any policy {best:.4f}"
+    )
+    if config.gamma < 1.0:  # with gamma = 1 and no time limit, a policy that never ends has no finite value
+        discounted = {
+            name: float(start @ policy_evaluation(env, pi, config.gamma)) for name, pi in policies.items()
+        }
+        print(
+            f"  discounted, gamma={config.gamma}, no time limit (what value iteration maximises): "
+            + ", ".join(f"{name} {value:.4f}" for name, value in discounted.items())
+        )

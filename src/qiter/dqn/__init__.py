@@ -3,7 +3,8 @@
 The seed's names are importable from here, so a tutorial cell runs with ``from qiter.dqn import ...``.
 """
 
-from qiter.dqn.buffers import ReplayBuffer, ReplayBufferSamples, TorchReplayBufferSamples
+from qiter.buffers.replay import ReplayBuffer, ReplayBufferSamples, TorchReplayBufferSamples
+from qiter.dqn.agent import DQNAgent
 from qiter.dqn.config import DQNConfig
 from qiter.dqn.networks import DuelingQNetwork, QNetwork, make_q_network
 from qiter.dqn.trainer import DivergenceError, TrainResult, train
@@ -17,6 +18,7 @@ from qiter.dqn.tutorial import (
 )
 
 __all__ = [
+    "DQNAgent",
     "DQNConfig",
     "DivergenceError",
     "DuelingQNetwork",

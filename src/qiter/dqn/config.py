@@ -7,17 +7,22 @@ plain DQN. Presets (YAML files in ``qiter/presets``) and ``--set key=value`` ove
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
+from qiter.config import checker
+from qiter.run_config import RunConfig
+
 
 @dataclass
-class DQNConfig:
-    """Hyperparameters of one DQN run (defaults: the seed's ``run_dqn`` defaults)."""
+class DQNConfig(RunConfig):
+    """Hyperparameters of one DQN run (defaults: the seed's ``run_dqn`` defaults).
 
-    env_id: str = "CartPole-v1"
-    seed: int = 2023
-    n_timesteps: int = 20_000
+    The run's own settings (env, seed, budget, evaluation, checkpoints, device) come from
+    :class:`~qiter.run_config.RunConfig`.
+    """
+
     # Replay buffer
     replay_buffer_size: int = 50_000
     batch_size: int = 64
@@ -58,13 +63,41 @@ class DQNConfig:
     per_beta_initial: float = 0.4
     per_beta_final: float = 1.0
     per_eps: float = 1e-6
-    # Evaluation, early stopping, checkpoints
-    n_eval_episodes: int = 10
-    evaluation_interval: int = 1000
-    eval_exploration_rate: float = 0.0
-    stop_at_return: float | None = None
-    checkpoint_interval: int | None = None  # defaults to evaluation_interval
-    save_buffer: bool = False
-    # Execution
-    device: str = "cpu"
+    # Execution: the numpy fast path (CPU, relu/tanh MLPs) or autograd
     backend: Literal["auto", "numpy", "torch"] = "auto"
+
+    def validate(self) -> None:
+        """Check what the types cannot say: the run's settings (:meth:`RunConfig.validate`), then DQN's.
+
+        :raises QiterError: Naming the key, its value and what is expected.
+        """
+        super().validate()
+        need = checker(self)
+        for key in (
+            "replay_buffer_size",
+            "batch_size",
+            "update_interval",
+            "gradient_steps",
+            "n_hidden_units",
+        ):
+            need(getattr(self, key) >= 1, key, "at least 1")
+        need(self.n_hidden_layers >= 0, "n_hidden_layers", "at least 0")
+        need(self.learning_starts >= 0, "learning_starts", "at least 0")
+        need(self.target_network_update_interval >= 1, "target_network_update_interval", "at least 1")
+        need(self.n_steps >= 1, "n_steps", "at least 1")
+        # isfinite: an infinite step size passes "> 0" but turns the weights into NaNs at the first update
+        need(self.learning_rate > 0 and math.isfinite(self.learning_rate), "learning_rate", "positive")
+        if self.learning_rate_final is not None:
+            need(0 <= self.learning_rate_final < math.inf, "learning_rate_final", "at least 0 (or none)")
+        if self.max_grad_norm is not None:
+            need(self.max_grad_norm > 0, "max_grad_norm", "positive (or none)")
+        need(self.adam_eps > 0, "adam_eps", "positive")
+        need(0 < self.gamma <= 1, "gamma", "in (0, 1]")
+        need(0 < self.tau <= 1, "tau", "in (0, 1] (1 is a hard copy)")
+        for key in ("exploration_initial_eps", "exploration_final_eps", "exploration_fraction"):
+            need(0 <= getattr(self, key) <= 1, key, "in [0, 1]")
+        need(self.exploration_decay_episodes > 0, "exploration_decay_episodes", "positive")
+        need(self.per_alpha >= 0, "per_alpha", "at least 0")
+        need(0 <= self.per_beta_initial <= 1, "per_beta_initial", "in [0, 1]")
+        need(0 <= self.per_beta_final <= 1, "per_beta_final", "in [0, 1]")
+        need(self.per_eps > 0, "per_eps", "positive")

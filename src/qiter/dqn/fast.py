@@ -19,7 +19,8 @@ import numpy as np
 import torch as th
 import torch.nn as nn
 
-from qiter.dqn.buffers import ReplayBufferSamples
+from qiter.buffers.replay import ReplayBufferSamples
+from qiter.dqn.learner import Learner, TDSettings
 from qiter.dqn.networks import QNetwork
 
 SUPPORTED_ACTIVATIONS = (nn.ReLU, nn.Tanh)
@@ -205,42 +206,22 @@ class NumpyAdam:
         self.lr = float(state["lr"])  # type: ignore[arg-type]
 
 
-class NumpyLearner:
+class NumpyLearner(Learner):
     """DQN gradient steps in numpy on a CPU :class:`QNetwork` and its target network.
 
     :param q_net: The online network (its parameters are moved into one flat buffer).
     :param q_target_net: The target network (same architecture).
-    :param learning_rate: Adam's learning rate.
-    :param gamma: Discount factor (n-step samples carry their own discounts).
-    :param double_dqn: Double DQN targets.
-    :param loss: ``"mse"`` or ``"huber"``.
-    :param max_grad_norm: Clip the gradient's global norm to this value (``None``: no clipping).
-    :param adam_eps: Adam's epsilon.
+    :param settings: Learning rate, gamma, Double DQN, loss, gradient clipping, Adam's epsilon.
     """
 
-    def __init__(
-        self,
-        q_net: QNetwork,
-        q_target_net: QNetwork,
-        learning_rate: float,
-        gamma: float,
-        double_dqn: bool = False,
-        loss: str = "mse",
-        max_grad_norm: float | None = None,
-        adam_eps: float = 1e-8,
-    ) -> None:
-        if loss not in ("mse", "huber"):
-            raise ValueError(f"unknown loss {loss!r}: use 'mse' or 'huber'")
-        self.q_net, self.q_target_net = q_net, q_target_net
+    def __init__(self, q_net: QNetwork, q_target_net: QNetwork, settings: TDSettings) -> None:
+        super().__init__(q_net, q_target_net, settings)
         self.params = flatten_parameters(q_net)
         self.target_params = flatten_parameters(q_target_net)
         self.q = NumpyQFunction(q_net)
         self.q_target = NumpyQFunction(q_target_net)
-        self.gamma = gamma
-        self.double_dqn = double_dqn
-        self.huber = loss == "huber"
-        self.max_grad_norm = max_grad_norm
-        self.optimizer = NumpyAdam(self.params, learning_rate, eps=adam_eps)
+        self.huber = settings.loss == "huber"
+        self.optimizer = NumpyAdam(self.params, settings.learning_rate, eps=settings.adam_eps)
         self.grad = np.zeros_like(self.params)
         # Views of the flat gradient in the order of q_net.parameters(): weight, bias of each Linear.
         self.grads_w: list[np.ndarray] = []

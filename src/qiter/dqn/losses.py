@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch as th
 import torch.nn.functional as F
 
-from qiter.dqn.buffers import TorchReplayBufferSamples
+from qiter.buffers.replay import TorchReplayBufferSamples
 
 
 def next_state_values(

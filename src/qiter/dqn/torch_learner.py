@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch as th
 
-from qiter.dqn.buffers import ReplayBufferSamples
+from qiter.buffers.replay import ReplayBufferSamples
 from qiter.dqn.fast import NumpyQFunction, supports_numpy
+from qiter.dqn.learner import Learner, TDSettings
 from qiter.dqn.losses import dqn_loss
 from qiter.dqn.networks import QNetwork
 
@@ -23,39 +24,24 @@ def make_adam(params: list[th.nn.Parameter], lr: float, eps: float, device: th.d
         return th.optim.Adam(params, lr=lr, eps=eps, foreach=device.type == "cuda")
 
 
-class TorchLearner:
+class TorchLearner(Learner):
     """DQN gradient steps with autograd.
 
     :param q_net: The online network (already on ``device``).
     :param q_target_net: The target network (already on ``device``).
-    :param learning_rate: Adam's learning rate.
-    :param gamma: Discount factor.
-    :param double_dqn: Double DQN targets.
-    :param loss: ``"mse"`` or ``"huber"``.
-    :param max_grad_norm: Gradient norm clipping (``None``: none).
-    :param adam_eps: Adam's epsilon.
+    :param settings: Learning rate, gamma, Double DQN, loss, gradient clipping, Adam's epsilon.
     :param device: Where the networks live.
     """
 
     def __init__(
-        self,
-        q_net: QNetwork,
-        q_target_net: QNetwork,
-        learning_rate: float,
-        gamma: float,
-        double_dqn: bool = False,
-        loss: str = "mse",
-        max_grad_norm: float | None = None,
-        adam_eps: float = 1e-8,
-        device: th.device | str = "cpu",
+        self, q_net: QNetwork, q_target_net: QNetwork, settings: TDSettings, device: th.device | str = "cpu"
     ) -> None:
-        self.q_net, self.q_target_net = q_net, q_target_net
+        super().__init__(q_net, q_target_net, settings)
         self.device = th.device(device)
-        self.gamma = gamma
-        self.double_dqn = double_dqn
-        self.loss = loss
-        self.max_grad_norm = max_grad_norm
-        self.optimizer = make_adam(list(q_net.parameters()), learning_rate, adam_eps, self.device)
+        self.loss = settings.loss
+        self.optimizer = make_adam(
+            list(q_net.parameters()), settings.learning_rate, settings.adam_eps, self.device
+        )
         self.dtype = next(q_net.parameters()).dtype
         # Acting on the CPU goes through numpy views of the weights: no per-step torch call.
         self._numpy_q = NumpyQFunction(q_net) if supports_numpy(q_net) else None

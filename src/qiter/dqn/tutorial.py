@@ -16,7 +16,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from qiter.dqn.buffers import ReplayBuffer
+from qiter.buffers.replay import ReplayBuffer
 from qiter.dqn.config import DQNConfig
 from qiter.dqn.losses import dqn_loss
 from qiter.dqn.networks import QNetwork

@@ -12,13 +12,14 @@ largest weight. Every operation works on a whole batch, one tree level at a time
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from qiter.dqn.buffers import ReplayBuffer, ReplayBufferSamples
+from qiter.buffers.replay import ReplayBuffer, ReplayBufferSamples
 
 
 class SumTree:
@@ -149,7 +150,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self,
         buffer_size: int,
         observation_space: spaces.Box,
-        action_space: spaces.Discrete,
+        action_space: spaces.Discrete | spaces.Box,
         *,
         alpha: float = 0.6,
         eps: float = 1e-6,
@@ -157,10 +158,11 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         gamma: float = 0.99,
         rng: np.random.Generator | None = None,
         observation_dtype: np.dtype | type | None = None,
+        n_envs: int = 1,
     ) -> None:
         super().__init__(
             buffer_size, observation_space, action_space, n_steps=n_steps, gamma=gamma, rng=rng,
-            observation_dtype=observation_dtype,
+            observation_dtype=observation_dtype, n_envs=n_envs,
         )  # fmt: skip
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
@@ -168,7 +170,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self.eps = eps
         # Importance-sampling exponent; the trainer anneals it towards 1 over the run.
         self.beta = 0.4
-        self.tree = SumTree(buffer_size)
+        self.tree = SumTree(self.buffer_size)
         # Largest p_i^alpha so far: new transitions get it, so each one is replayed at least once soon.
         self.max_priority = 1.0
 
@@ -185,6 +187,24 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         idx = self.current_idx
         super().store_transition(obs, next_obs, action, reward, terminated, truncated)
         self.tree.set_pending(idx, self.max_priority)
+
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminateds: np.ndarray,
+        truncateds: np.ndarray,
+    ) -> None:
+        """Store one transition per environment copy (see :meth:`ReplayBuffer.add`) with the maximal priority."""
+        if self.n_envs == 1:  # through store_transition, which sets the priority
+            super().add(obs, next_obs, actions, rewards, terminateds, truncateds)
+            return
+        start = self.current_idx
+        super().add(obs, next_obs, actions, rewards, terminateds, truncateds)
+        for idx in range(start, start + self.n_envs):
+            self.tree.set_pending(idx, self.max_priority)
 
     def sample_indices(self, batch_size: int) -> np.ndarray:
         """Stratified proportional sampling: one index in each of ``batch_size`` equal slices of the mass."""
@@ -242,19 +262,20 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self.tree.update(np.asarray(indices), priorities)
         self.max_priority = max(self.max_priority, float(priorities.max()))
 
-    def state_extra(self) -> dict[str, object]:
-        """Priorities for checkpoints (tensors and numbers only)."""
-        return {
-            "per_priorities": th.from_numpy(self.tree.values(np.arange(self.buffer_size)).copy()),
-            "per_max_priority": self.max_priority,
-            "per_beta": self.beta,
-        }
+    def state_dict(self) -> dict[str, Any]:
+        """The transitions (see :meth:`ReplayBuffer.state_dict`), their priorities and beta."""
+        state = super().state_dict()
+        state.update(
+            per_priorities=self.tree.values(np.arange(self.buffer_size)).copy(),
+            per_max_priority=self.max_priority,
+            per_beta=self.beta,
+        )
+        return state
 
-    def load_state_extra(self, state: dict[str, object]) -> None:
-        """Restore what :meth:`state_extra` saved."""
-        priorities = state["per_priorities"]
-        assert isinstance(priorities, th.Tensor)
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        super().load_state_dict(state)
         self.tree = SumTree(self.buffer_size)
-        self.tree.update(np.arange(self.buffer_size), priorities.numpy())
-        self.max_priority = float(state["per_max_priority"])  # type: ignore[arg-type]
-        self.beta = float(state["per_beta"])  # type: ignore[arg-type]
+        self.tree.update(np.arange(self.buffer_size), np.asarray(state["per_priorities"]))
+        self.max_priority = float(state["per_max_priority"])
+        self.beta = float(state["per_beta"])

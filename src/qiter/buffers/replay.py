@@ -1,18 +1,28 @@
 """The replay buffer: preallocated numpy arrays used as a ring, no Python object per transition.
 
 :class:`ReplayBuffer` keeps the seed's API (``store_transition``, ``sample``, ``current_idx``,
-``is_full``) and adds, as keyword-only options, n-step returns computed at sampling time and an explicit
-random generator for reproducible runs.
+``is_full``) and adds, as keyword-only options, n-step returns computed at sampling time, an explicit
+random generator for reproducible runs, any action space (Discrete or Box) and an env axis.
+
+The env axis: with ``n_envs`` copies of the environment stepped together, :meth:`ReplayBuffer.add` writes
+one transition per copy in consecutive rows, so row ``i`` follows row ``i - n_envs`` in the same copy. The
+arrays keep the seed's flat shape ``(buffer_size, ...)``, and ``n_envs = 1`` is exactly the seed's buffer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
+
+from qiter.errors import QiterError
+
+# The arrays a buffer's state is made of (see ReplayBuffer.state_dict).
+STORAGE = ("observations", "next_observations", "actions", "rewards", "terminateds", "dones")
 
 
 @dataclass
@@ -74,23 +84,31 @@ class ReplayBuffer:
     :param gamma: Discount used for n-step returns.
     :param rng: Random generator for sampling; ``None`` uses numpy's global one, as the seed does.
     :param observation_dtype: Store observations with this dtype instead of the space's.
+    :param n_envs: Copies of the environment whose transitions :meth:`add` stores together; the capacity is
+        rounded down to a multiple of it.
     """
 
     def __init__(
         self,
         buffer_size: int,
         observation_space: spaces.Box,
-        action_space: spaces.Discrete,
+        action_space: spaces.Discrete | spaces.Box,
         *,
         n_steps: int = 1,
         gamma: float = 0.99,
         rng: np.random.Generator | None = None,
         observation_dtype: np.dtype | type | None = None,
+        n_envs: int = 1,
     ) -> None:
-        if buffer_size < 1:
-            raise ValueError(f"buffer_size must be positive, got {buffer_size}")
+        if n_envs < 1:
+            raise ValueError(f"n_envs must be positive, got {n_envs}")
+        if buffer_size < n_envs:
+            raise ValueError(f"buffer_size must be at least n_envs ({n_envs}), got {buffer_size}")
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        # Whole rows of n_envs transitions, so that a copy's transitions stay n_envs rows apart across the wrap.
+        buffer_size -= buffer_size % n_envs
+        self.n_envs = n_envs
         # Current position in the ring buffer
         self.current_idx = 0
         self.buffer_size = buffer_size
@@ -105,8 +123,11 @@ class ReplayBuffer:
         obs_shape = observation_space.shape
         self.observations = np.zeros((buffer_size, *obs_shape), dtype=obs_dtype)
         self.next_observations = np.zeros((buffer_size, *obs_shape), dtype=obs_dtype)
-        # The action is an integer (int64, so that it can be a `th.gather` index)
-        self.actions = np.zeros((buffer_size, 1), dtype=action_space.dtype)
+        if isinstance(action_space, spaces.Discrete):
+            # The action is an integer (int64, so that it can be a `th.gather` index)
+            self.actions = np.zeros((buffer_size, 1), dtype=action_space.dtype)
+        else:
+            self.actions = np.zeros((buffer_size, *action_space.shape), dtype=np.float32)
         self.rewards = np.zeros((buffer_size,), dtype=np.float32)
         self.terminateds = np.zeros((buffer_size,), dtype=bool)
         # End of episode for any reason (termination or truncation): n-step returns must not cross it.
@@ -153,6 +174,67 @@ class ReplayBuffer:
         if self.current_idx == self.buffer_size:
             self.current_idx = 0
             self.is_full = True
+
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminateds: np.ndarray,
+        truncateds: np.ndarray,
+    ) -> None:
+        """Store one transition per environment copy (arrays with a leading axis of ``n_envs``).
+
+        :param obs: Observations, shape ``(n_envs, *obs_shape)``.
+        :param next_obs: The observations that followed (the final ones at an episode's end).
+        :param actions: Actions, shape ``(n_envs,)`` (Discrete) or ``(n_envs, *action_shape)`` (Box).
+        :param rewards: Rewards, shape ``(n_envs,)``.
+        :param terminateds: Episode ends that cut the bootstrap.
+        :param truncateds: Time-limit cuts (the bootstrap goes on; n-step returns stop there).
+        """
+        if self.n_envs == 1:
+            # Scalar writes cost a third of slice writes: this is once per environment step.
+            self.store_transition(obs[0], next_obs[0], actions[0], rewards[0], terminateds[0], truncateds[0])
+            return
+        start = self.current_idx
+        end = start + self.n_envs
+        self.observations[start:end] = obs
+        self.next_observations[start:end] = next_obs
+        self.actions[start:end] = actions.reshape(self.actions[start:end].shape)
+        self.rewards[start:end] = rewards
+        self.terminateds[start:end] = terminateds
+        self.dones[start:end] = np.logical_or(terminateds, truncateds)
+        self.current_idx = end
+        if self.current_idx == self.buffer_size:
+            self.current_idx = 0
+            self.is_full = True
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stored transitions and the ring's position, for checkpoints (numpy arrays and numbers)."""
+        state: dict[str, Any] = {name: getattr(self, name)[: len(self)].copy() for name in STORAGE}
+        state.update(current_idx=self.current_idx, is_full=self.is_full, buffer_size=self.buffer_size)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved, into a buffer built with the same sizes.
+
+        :raises QiterError: The saved buffer has another capacity or other shapes.
+        """
+        if int(state["buffer_size"]) != self.buffer_size:
+            raise QiterError(
+                f"the saved replay buffer holds {int(state['buffer_size'])} transitions, this one "
+                f"{self.buffer_size}: resume with the same replay_buffer_size and n_envs"
+            )
+        for name in STORAGE:
+            saved = np.asarray(state[name])
+            target = getattr(self, name)
+            if saved.shape[1:] != target.shape[1:]:
+                raise QiterError(
+                    f"the saved replay buffer's {name} have shape {saved.shape[1:]}, not {target.shape[1:]}"
+                )
+            target[: len(saved)] = saved
+        self.current_idx, self.is_full = int(state["current_idx"]), bool(state["is_full"])
 
     def sample_indices(self, batch_size: int) -> np.ndarray:
         """Sample ``batch_size`` indices with replacement among the stored transitions."""
@@ -202,12 +284,12 @@ class ReplayBuffer:
         batch_indices: np.ndarray,
         greedy_policy: Callable[[np.ndarray], np.ndarray] | None,
     ) -> ReplayBufferSamples:
-        n = self.n_steps
-        # (batch, n) ring positions of the transitions that follow each sampled one.
-        trace = (batch_indices[:, None] + np.arange(n)) % self.buffer_size
-        # Transitions written after each sampled one: the trace may not run past the newest transition.
-        newest = (self.current_idx - 1) % self.buffer_size
-        n_after = (newest - batch_indices) % self.buffer_size
+        n, n_envs = self.n_steps, self.n_envs
+        # (batch, n) ring positions of the transitions that follow each sampled one in the same env copy.
+        trace = (batch_indices[:, None] + np.arange(n) * n_envs) % self.buffer_size
+        # Transitions of that copy written after each sampled one: the trace may not run past the newest.
+        newest = (self.current_idx - n_envs + batch_indices % n_envs) % self.buffer_size
+        n_after = (newest - batch_indices) % self.buffer_size // n_envs
         valid = np.arange(n)[None, :] <= n_after[:, None]
         # Step k is part of the return only if no earlier step of the trace ended the episode.
         ended_before = np.zeros_like(valid)

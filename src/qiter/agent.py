@@ -1,0 +1,260 @@
+"""The agent contract: what an algorithm gives the run loop, and how a trained agent is used from Python.
+
+An algorithm is an :class:`Agent`: it acts on a batch of observations (one per environment copy), observes
+the transitions that followed, learns in :meth:`Agent.update`, and saves and restores its whole state. The
+run loop (:mod:`qiter.run_loop`) owns everything else: environments, seeding, logs, evaluation,
+checkpoints, resume, early stop. A new algorithm is a config dataclass that inherits
+:class:`~qiter.run_config.RunConfig`, an :class:`Agent` subclass, and one line in :data:`ALGORITHMS`.
+
+:func:`load_agent` reads any run folder or checkpoint back as a :class:`TrainedAgent`, whose
+:meth:`~TrainedAgent.predict` and :meth:`~TrainedAgent.evaluate` are the public way to use it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from qiter.errors import QiterError
+from qiter.run_config import RunConfig
+
+__all__ = ["ALGORITHMS", "Agent", "Evaluation", "TrainedAgent", "Transitions", "agent_class", "load_agent"]
+
+# Algorithm name -> "module:AgentClass", imported only when used (torch and friends load slowly).
+ALGORITHMS: dict[str, str] = {"dqn": "qiter.dqn.agent:DQNAgent"}
+
+
+class Transitions(NamedTuple):
+    """One step of every environment copy, each field with a leading axis of ``n_envs``.
+
+    ``next_observations`` holds the observation the action led to, also at an episode's end (the final
+    observation, not the first one of the next episode).
+    """
+
+    observations: np.ndarray
+    next_observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminateds: np.ndarray
+    truncateds: np.ndarray
+
+
+class Agent(ABC):
+    """An algorithm, as the run loop drives it.
+
+    :param config: The run's config (the algorithm's own dataclass, a :class:`RunConfig`).
+    :param observation_space: The (flattened) observation space of one environment copy.
+    :param action_space: The action space of one environment copy.
+    """
+
+    #: Name of the algorithm (a key of :data:`ALGORITHMS`, and the prefix of run folder names).
+    algo: ClassVar[str]
+    #: The layout of this agent's checkpoints; a checkpoint of another format is refused with a clear line.
+    checkpoint_format: ClassVar[str]
+    #: The config class this agent reads.
+    config_class: ClassVar[type[RunConfig]]
+    #: Config keys that fix the shape of what is saved (networks, buffers): a resume may not change them.
+    fixed_keys: ClassVar[tuple[str, ...]] = ("env_id", "n_envs")
+
+    def __init__(
+        self, config: RunConfig, observation_space: spaces.Space, action_space: spaces.Space
+    ) -> None:
+        self.config = config
+        self.observation_space = observation_space
+        self.action_space = action_space
+
+    @classmethod
+    @abstractmethod
+    def check_spaces(cls, env: gym.Env) -> None:
+        """Raise a one-line :class:`QiterError` if this algorithm cannot run on ``env``'s spaces."""
+
+    @abstractmethod
+    def act(self, observations: np.ndarray, explore: bool = True) -> np.ndarray:
+        """Actions for a batch of observations.
+
+        :param observations: Shape ``(n_envs, *obs_shape)``.
+        :param explore: Use the behaviour policy (epsilon-greedy, noise); ``False``: the greedy policy.
+        :return: One action per row.
+        """
+
+    @abstractmethod
+    def observe(self, transitions: Transitions) -> None:
+        """Take in the transitions of one step of every environment copy (store, count episodes...)."""
+
+    @abstractmethod
+    def update(self, step: int) -> dict[str, float] | None:
+        """Learn what is due at environment step ``step``.
+
+        :return: Metrics of the gradient steps made (averaged over them), or ``None`` when none was made.
+            The run loop stops the run if one of them is NaN or infinite.
+        """
+
+    def metrics(self) -> dict[str, float]:
+        """The agent's current schedule values (exploration rate, learning rate...) for the logs."""
+        return {}
+
+    @abstractmethod
+    def greedy_actor(self) -> Callable[[np.ndarray], Any]:
+        """A fast function from one observation to its greedy action (for evaluation)."""
+
+    @abstractmethod
+    def state_dict(self, include_buffer: bool = False) -> dict[str, Any]:
+        """Everything needed to continue training: networks, optimizer, counters, random streams and,
+        when asked, the replay buffer (tensors, numpy arrays, numbers, strings, lists and dicts only)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (a buffer only when it holds one)."""
+
+    def load_policy(self, state: Mapping[str, Any]) -> None:
+        """Restore only what acting needs (the networks) from :meth:`state_dict`'s output.
+
+        The default restores everything; agents override it so that loading for evaluation is cheap.
+        """
+        self.load_state_dict(state)
+
+    @classmethod
+    def check_format(cls, state: Mapping[str, Any], path: str | Path) -> None:
+        """Refuse a checkpoint written in another layout than this agent's, with one clear line."""
+        if state.get("format") != cls.checkpoint_format:
+            raise QiterError(
+                f"{path} is a {state.get('format')!r} checkpoint; this version of qiter reads "
+                f"{cls.checkpoint_format!r} for {cls.algo}"
+            )
+
+    @staticmethod
+    def has_buffer(state: Mapping[str, Any]) -> bool:
+        """Whether a saved agent state holds its replay buffer."""
+        return "buffer" in state
+
+
+def agent_class(algo: str) -> type[Agent]:
+    """The agent class of an algorithm name.
+
+    :raises QiterError: An unknown name (the message lists the known ones).
+    """
+    if algo not in ALGORITHMS:
+        raise QiterError(f"unknown algorithm {algo!r}; known: {', '.join(sorted(ALGORITHMS))}")
+    module, name = ALGORITHMS[algo].split(":")
+    cls: type[Agent] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Using a trained agent
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    """Returns of full evaluation episodes."""
+
+    returns: np.ndarray
+
+    @property
+    def mean_return(self) -> float:
+        return float(self.returns.mean())
+
+    @property
+    def std_return(self) -> float:
+        return float(self.returns.std())
+
+    def __str__(self) -> str:
+        return f"{self.mean_return:.2f} +/- {self.std_return:.2f} over {len(self.returns)} episodes"
+
+
+class TrainedAgent:
+    """A trained agent loaded for use: greedy actions and evaluation.
+
+    :param agent: The agent, with its networks restored.
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.config = agent.config
+        self._act_one = agent.greedy_actor()
+
+    @property
+    def algo(self) -> str:
+        return self.agent.algo
+
+    def predict(self, observation: np.ndarray) -> Any:
+        """The greedy action of one observation, or an array of actions for a batch of them.
+
+        :param observation: One observation (the environment's shape) or a batch (one more leading axis).
+        """
+        obs = np.asarray(observation)
+        shape = self.agent.observation_space.shape
+        if shape is not None and obs.shape == tuple(shape):
+            return self._act_one(obs)
+        if shape is not None and obs.shape[1:] == tuple(shape):
+            return self.agent.act(obs, explore=False)
+        raise QiterError(f"observation of shape {obs.shape} does not fit the agent's {tuple(shape or ())}")
+
+    def evaluate(
+        self,
+        env: gym.Env | str | None = None,
+        n_episodes: int = 10,
+        seed: int = 0,
+        video_folder: str | Path | None = None,
+        exploration_rate: float = 0.0,
+        video_name: str | None = None,
+    ) -> Evaluation:
+        """Play ``n_episodes`` full episodes with the greedy policy.
+
+        :param env: An environment, an env id, or ``None`` for the one the agent was trained on.
+        :param n_episodes: Number of episodes.
+        :param seed: Seed of the first reset and of the exploration.
+        :param video_folder: Record the episodes to an mp4 in this folder.
+        :param exploration_rate: Probability of a random action instead of the greedy one.
+        :param video_name: The mp4's name (default ``<algo>-<env_id>``).
+        """
+        from qiter.envs import make_env
+        from qiter.evaluation import run_episodes
+
+        if n_episodes < 1:
+            raise QiterError(f"n_episodes must be at least 1, got {n_episodes}")
+        render = "rgb_array" if video_folder is not None else None
+        own = not isinstance(env, gym.Env)
+        if isinstance(env, gym.Env):
+            play_env = env
+        else:
+            play_env = make_env(env or self.config.env_id, render_mode=render, flatten=True)
+        try:
+            returns = run_episodes(
+                play_env, self._act_one, n_episodes, exploration_rate, np.random.default_rng(seed), seed=seed,
+                video_name=(video_name or f"{self.algo}-{self.config.env_id}") if video_folder is not None else None,
+                video_folder=video_folder if video_folder is not None else ".",
+            )  # fmt: skip
+        finally:
+            if own:
+                play_env.close()
+        return Evaluation(returns)
+
+
+def load_agent(path: str | Path) -> TrainedAgent:
+    """Load a trained agent of any algorithm from a run folder (its latest checkpoint) or a checkpoint.
+
+    :param path: A run folder or a ``.pt`` checkpoint.
+    :return: The agent, ready for :meth:`TrainedAgent.predict` and :meth:`TrainedAgent.evaluate`.
+    :raises QiterError: A missing path, a folder without checkpoint, an unreadable or foreign file.
+    """
+    from qiter import runs
+    from qiter.config import config_from_dict
+    from qiter.run_loop import build_agent
+
+    state = runs.load_checkpoint(runs.resolve_checkpoint(path))
+    cls = agent_class(str(state.get("algo", "")))
+    cls.check_format(state, path)
+    config = config_from_dict(cls.config_class, state["config"], f"the config in {path}")
+    agent = build_agent(cls, config)
+    agent.load_policy(state["agent"])
+    return TrainedAgent(agent)

@@ -1,0 +1,326 @@
+"""The DQN agent: Q-network, target network, learner, replay buffer and schedules, as the run loop drives it.
+
+What happens at each environment step, in the order of the seed's loop:
+
+1. :meth:`DQNAgent.act`: epsilon from the schedule (linear in steps), then epsilon-greedy;
+2. :meth:`DQNAgent.observe`: store the transitions; at an episode's end, the rlberry seed's exponential
+   epsilon decay and, if counted in episodes, the target update;
+3. :meth:`DQNAgent.update`: the target update if counted in steps (hard copy or Polyak averaging), then,
+   every ``update_interval`` steps after ``learning_starts``, ``gradient_steps`` gradient steps: sample
+   (uniform or prioritized, 1-step or n-step) -> TD target (Double DQN option) -> loss -> Adam -> new
+   priorities.
+
+Every variant is an option of :class:`~qiter.dqn.config.DQNConfig`, never a copy of this code.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
+
+from qiter.agent import Agent, Transitions
+from qiter.buffers.prioritized import PrioritizedReplayBuffer
+from qiter.buffers.replay import ReplayBuffer
+from qiter.dqn.config import DQNConfig
+from qiter.dqn.fast import NumpyLearner, NumpyQFunction, supports_numpy
+from qiter.dqn.learner import Learner, TDSettings
+from qiter.dqn.networks import QNetwork, make_q_network
+from qiter.dqn.torch_learner import TorchLearner
+from qiter.envs import require_box_observations, require_discrete_actions
+from qiter.errors import QiterError
+from qiter.policies import epsilon_greedy, epsilon_greedy_batch
+
+
+def linear_schedule(initial_value: float, final_value: float, current_step: int, max_steps: int) -> float:
+    """
+    Linear schedule for the exploration rate (epsilon).
+    Note: we clip the value so the schedule is constant after reaching the final value
+    at `max_steps`.
+
+    :param initial_value: Initial value of the schedule.
+    :param final_value: Final value of the schedule.
+    :param current_step: Current step of the schedule.
+    :param max_steps: Maximum number of steps of the schedule.
+    :return: The current value of the schedule.
+    """
+    # Compute current progress (in [0, 1], 0 being the start); a zero-length schedule is already done.
+    progress = current_step / max_steps if max_steps > 0 else 1.0
+    # Clip the progress so the schedule is constant after reaching the final value
+    progress = min(progress, 1.0)
+    return initial_value + progress * (final_value - initial_value)
+
+
+def network_space(space: spaces.Box) -> spaces.Box:
+    """The observation space as the network sees it: float32 (float64 observations are cast, as in SB3)."""
+    return spaces.Box(low=space.low.astype(np.float32), high=space.high.astype(np.float32), dtype=np.float32)
+
+
+def build_q_network(
+    config: DQNConfig, observation_space: spaces.Box, action_space: spaces.Discrete
+) -> QNetwork:
+    """The Q-network the config describes."""
+    return make_q_network(
+        network_space(observation_space),
+        action_space,
+        config.n_hidden_units,
+        config.n_hidden_layers,
+        config.activation,
+        config.dueling,
+    )
+
+
+def make_learner(config: DQNConfig, q_net: QNetwork, q_target_net: QNetwork) -> Learner:
+    """The numpy fast path when it applies (and is not turned off), else the autograd path."""
+    device = th.device(config.device)
+    settings = TDSettings.from_config(config)
+    use_numpy = config.backend == "numpy" or (
+        config.backend == "auto" and device.type == "cpu" and supports_numpy(q_net)
+    )
+    if use_numpy:
+        if device.type != "cpu" or not supports_numpy(q_net):
+            raise QiterError(
+                "backend 'numpy' needs device 'cpu' and a relu or tanh network; use backend 'auto' or 'torch'"
+            )
+        return NumpyLearner(q_net, q_target_net, settings)
+    q_net.to(device)
+    q_target_net.to(device)
+    return TorchLearner(q_net, q_target_net, settings, device)
+
+
+def make_buffer(
+    config: DQNConfig, observation_space: spaces.Box, action_space: spaces.Discrete, rng: np.random.Generator
+) -> ReplayBuffer:
+    """The replay buffer the config asks for (uniform or prioritized, 1-step or n-step)."""
+    kwargs: dict[str, Any] = {
+        "n_steps": config.n_steps,
+        "gamma": config.gamma,
+        "rng": rng,
+        "observation_dtype": np.float32,
+        "n_envs": config.n_envs,
+    }
+    if config.prioritized_replay:
+        return PrioritizedReplayBuffer(
+            config.replay_buffer_size, observation_space, action_space, alpha=config.per_alpha,
+            eps=config.per_eps, **kwargs,
+        )  # fmt: skip
+    return ReplayBuffer(config.replay_buffer_size, observation_space, action_space, **kwargs)
+
+
+def greedy_actor(q_net: QNetwork) -> Callable[[np.ndarray], int]:
+    """A fast greedy action function for a CPU network (numpy views), or a torch one otherwise."""
+    if supports_numpy(q_net):
+        return NumpyQFunction(q_net).act
+    device = next(q_net.parameters()).device
+    dtype = next(q_net.parameters()).dtype
+
+    def act(obs: np.ndarray) -> int:
+        with th.no_grad():
+            return int(q_net(th.as_tensor(obs[np.newaxis], device=device, dtype=dtype)).argmax(dim=1).item())
+
+    return act
+
+
+class DQNAgent(Agent):
+    """Deep Q-Network (Mnih et al., 2015) with Double DQN, n-step returns, dueling heads, prioritized
+    replay, Polyak target updates and learning-rate decay as options.
+
+    :param config: The hyperparameters.
+    :param observation_space: A Box space (flattened).
+    :param action_space: A Discrete space.
+    """
+
+    algo: ClassVar[str] = "dqn"
+    checkpoint_format: ClassVar[str] = "qiter-dqn-v2"
+    config_class = DQNConfig
+    fixed_keys: ClassVar[tuple[str, ...]] = (
+        "env_id", "n_envs", "n_hidden_units", "n_hidden_layers", "activation", "dueling",
+    )  # fmt: skip
+
+    def __init__(
+        self, config: DQNConfig, observation_space: spaces.Space, action_space: spaces.Space
+    ) -> None:
+        super().__init__(config, observation_space, action_space)
+        assert isinstance(observation_space, spaces.Box) and isinstance(action_space, spaces.Discrete)
+        self.config: DQNConfig = config
+        self.n_actions = int(action_space.n)
+        # One generator for exploration and replay sampling, as in the seed's single global stream.
+        self.rng = np.random.default_rng(config.seed)
+        self.q_net = build_q_network(config, observation_space, action_space)
+        self.q_target_net = copy.deepcopy(self.q_net)
+        self.learner = make_learner(config, self.q_net, self.q_target_net)
+        self.buffer = make_buffer(config, observation_space, action_space, self.rng)
+        # Prioritized replay needs two extra calls per update: the annealed beta and the new priorities.
+        self.per_buffer = self.buffer if isinstance(self.buffer, PrioritizedReplayBuffer) else None
+        self.num_timesteps = 0
+        self.episodes = 0
+        self.exploration_rate = config.exploration_initial_eps
+        self._anneal_steps = int(config.exploration_fraction * config.n_timesteps)
+        self._linear_exploration = config.exploration_schedule == "linear"
+        self._steps_target = config.target_update_unit == "steps"
+        self._greedy_policy = (
+            self.learner.greedy if config.n_steps > 1 and config.n_step_cut == "greedy" else None
+        )
+        self._random_action = lambda: int(self.rng.integers(self.n_actions))
+
+    @classmethod
+    def check_spaces(cls, env: gym.Env) -> None:
+        require_box_observations(env, "DQN")
+        require_discrete_actions(env, "DQN")
+
+    # -- acting ----------------------------------------------------------------------------------------
+
+    def act(self, observations: np.ndarray, explore: bool = True) -> np.ndarray:
+        if not explore:
+            return self.learner.greedy(observations)
+        step = self.num_timesteps + len(observations)
+        # Once annealed, epsilon stays at its final value: no schedule call per step after that.
+        if self._linear_exploration and step <= self._anneal_steps + len(observations):
+            cfg = self.config
+            self.exploration_rate = linear_schedule(
+                cfg.exploration_initial_eps, cfg.exploration_final_eps, step, self._anneal_steps
+            )
+        if len(observations) == 1:
+            # One copy: scalar draws (the seed's order of random numbers) and a matrix-vector product.
+            obs = observations[0]
+            action = epsilon_greedy(
+                lambda: self.learner.act(obs), self._random_action, self.exploration_rate, self.rng.random
+            )
+            return np.array((action,))
+        return epsilon_greedy_batch(
+            self.learner.greedy, observations, self.exploration_rate, self.n_actions, self.rng
+        )
+
+    def greedy_actor(self) -> Callable[[np.ndarray], int]:
+        return self.learner.act
+
+    def metrics(self) -> dict[str, float]:
+        return {"epsilon": self.exploration_rate, "learning_rate": self.learner.learning_rate}
+
+    # -- learning --------------------------------------------------------------------------------------
+
+    def observe(self, transitions: Transitions) -> None:
+        self.buffer.add(*transitions)
+        self.num_timesteps += self.config.n_envs
+        n_ended = _episodes_ended(transitions)
+        if not n_ended:
+            return
+        cfg = self.config
+        for _ in range(n_ended):
+            self.episodes += 1
+            if cfg.exploration_schedule == "exponential":
+                self.exploration_rate = self._exponential_epsilon()
+            if not self._steps_target and self.episodes % cfg.target_network_update_interval == 0:
+                self.learner.update_target(cfg.tau)
+
+    def _exponential_epsilon(self) -> float:
+        """The rlberry seed's schedule: decays per episode towards the final value."""
+        eps0, eps_min = self.config.exploration_initial_eps, self.config.exploration_final_eps
+        return eps_min + (eps0 - eps_min) * math.exp(-self.episodes / self.config.exploration_decay_episodes)
+
+    def update(self, step: int) -> dict[str, float] | None:
+        cfg = self.config
+        n_envs = cfg.n_envs
+        # Intervals are in environment steps: with n_envs copies, count the multiples of an interval in
+        # (step - n_envs, step] (inline: this runs once per step).
+        # As in the seed, the target update is checked before the gradient step of the same step.
+        interval = cfg.target_network_update_interval
+        if self._steps_target and step // interval - (step - n_envs) // interval:
+            self.learner.update_target(cfg.tau)
+        if step <= cfg.learning_starts:
+            return None
+        n_calls = step // cfg.update_interval - (step - n_envs) // cfg.update_interval
+        if not n_calls:
+            return None
+        if cfg.learning_rate_final is not None:
+            self.learner.learning_rate = linear_schedule(
+                cfg.learning_rate, cfg.learning_rate_final, step, cfg.n_timesteps
+            )
+        per_buffer = self.per_buffer
+        if per_buffer is not None:
+            per_buffer.beta = linear_schedule(cfg.per_beta_initial, cfg.per_beta_final, step, cfg.n_timesteps)
+        loss_sum, q_sum = 0.0, 0.0
+        n_updates = n_calls * cfg.gradient_steps
+        for _ in range(n_updates):
+            samples = self.buffer.sample(cfg.batch_size, self._greedy_policy)
+            loss, mean_q, td_errors = self.learner.update(samples)
+            if per_buffer is not None:
+                assert samples.indices is not None
+                per_buffer.update_priorities(samples.indices, td_errors)
+            loss_sum += loss
+            q_sum += mean_q
+        return {"loss": loss_sum / n_updates, "mean_q": q_sum / n_updates}
+
+    # -- saving ----------------------------------------------------------------------------------------
+
+    def state_dict(self, include_buffer: bool = False) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "q_net": self.q_net.state_dict(),
+            "q_target_net": self.q_target_net.state_dict(),
+            "optimizer": self.learner.optimizer_state(),
+            "num_timesteps": self.num_timesteps,
+            "episodes": self.episodes,
+            "exploration_rate": self.exploration_rate,
+            "rng": self.rng.bit_generator.state,
+        }
+        if include_buffer:
+            state["buffer"] = self.buffer.state_dict()
+        return state
+
+    def load_policy(self, state: Mapping[str, Any]) -> None:
+        self._load_network(self.q_net, state["q_net"])
+        self.q_net.eval()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._load_network(self.q_net, state["q_net"])
+        self._load_network(self.q_target_net, state["q_target_net"])
+        self.learner.load_optimizer_state(state["optimizer"])
+        self.num_timesteps, self.episodes = int(state["num_timesteps"]), int(state["episodes"])
+        self.rng.bit_generator.state = state["rng"]
+        if "buffer" in state:
+            self.buffer.load_state_dict(state["buffer"])
+        # The config may have changed on resume (a new learning rate or epsilon schedule): the schedules
+        # continue from the restored counters under the new values, not the saved ones.
+        cfg = self.config
+        self.learner.learning_rate = (
+            cfg.learning_rate
+            if cfg.learning_rate_final is None
+            else linear_schedule(
+                cfg.learning_rate, cfg.learning_rate_final, self.num_timesteps, cfg.n_timesteps
+            )
+        )
+        if cfg.exploration_schedule == "linear":
+            self.exploration_rate = linear_schedule(
+                cfg.exploration_initial_eps, cfg.exploration_final_eps, self.num_timesteps, self._anneal_steps
+            )
+        else:
+            self.exploration_rate = self._exponential_epsilon()
+
+    @staticmethod
+    def _load_network(net: QNetwork, saved: Mapping[str, th.Tensor]) -> None:
+        """Copy saved weights into ``net``, refusing another architecture with one clear line."""
+        expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in saved.items()}
+        if expected != found:
+            raise QiterError(
+                "the checkpoint's network does not match the config (check n_hidden_units, n_hidden_layers, "
+                f"dueling): checkpoint {found}, config {expected}"
+            )
+        # In place, so the numpy fast path's views of the weights stay valid.
+        with th.no_grad():
+            for name, tensor in net.state_dict().items():
+                tensor.copy_(saved[name])
+
+
+def _episodes_ended(transitions: Transitions) -> int:
+    """How many copies ended an episode (a scalar test for one copy: this runs once per step)."""
+    terminateds, truncateds = transitions.terminateds, transitions.truncateds
+    if len(terminateds) == 1:
+        return int(bool(terminateds[0] or truncateds[0]))
+    return int(np.count_nonzero(terminateds | truncateds))
