@@ -15,7 +15,6 @@ Usage: ``python benchmarks/profile_dqn.py [--steps 20000] [--pyinstrument]``.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from collections.abc import Callable
@@ -87,23 +86,16 @@ def filled(buffer: object, env: gym.Env, n: int) -> None:
 
 
 def qiter_components(n: int) -> dict[str, float]:
+    from qiter.dqn.agent import DQNAgent, linear_schedule
     from qiter.dqn.config import DQNConfig
-    from qiter.dqn.networks import make_q_network
-    from qiter.dqn.trainer import (
-        _network_space,
-        linear_schedule,
-        make_buffer,
-        make_learner,
-        make_training_envs,
-    )
+    from qiter.envs import make_env
 
     config = bench_dqn.qiter_config(20_000, 2022, "numpy")
     assert isinstance(config, DQNConfig)
-    env, _ = make_training_envs(config)
-    rng = np.random.default_rng(0)
-    q_net = make_q_network(_network_space(env), env.action_space, 64, 2, "relu", False)
-    learner = make_learner(config, q_net, copy.deepcopy(q_net))
-    buffer = make_buffer(config, env, rng)
+    env = make_env(config.env_id, flatten=True)
+    agent = DQNAgent(config, env.observation_space, env.action_space)
+    rng = agent.rng
+    learner, buffer = agent.learner, agent.buffer
     filled(buffer, env, 50_000)
     obs, _ = env.reset(seed=0)
     samples = buffer.sample(64)

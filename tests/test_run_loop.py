@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dqn_helpers import small_config as base_config
 
 from qiter import runs
 from qiter.agent import Agent
@@ -17,18 +18,8 @@ from qiter.run_loop import RunEvents
 
 
 def small_config(**kwargs: object) -> DQNConfig:
-    values: dict[str, object] = {
-        "env_id": "CartPole-v1",
-        "n_timesteps": 2000,
-        "learning_starts": 200,
-        "replay_buffer_size": 5000,
-        "target_network_update_interval": 100,
-        "evaluation_interval": 500,
-        "n_eval_episodes": 2,
-        "seed": 3,
-    }
-    values.update(kwargs)
-    return DQNConfig(**values)  # type: ignore[arg-type]
+    """The tests' small config, evaluated every 500 steps."""
+    return base_config(**{"evaluation_interval": 500, **kwargs})
 
 
 class Crash(Exception):
@@ -193,3 +184,13 @@ def test_several_env_copies_learn_cartpole() -> None:
     result = train(config, progress=False, verbose=0)
     best = max(e["mean_return"] for e in result.eval_history)
     assert best >= 475, result.eval_history
+
+
+def test_resume_without_buffer_waits_for_learning_starts_again(tmp_path: Path) -> None:
+    train(small_config(n_timesteps=1000), tmp_path, progress=False, verbose=0)
+    before = runs.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["agent"]["optimizer"]["step"]
+    with pytest.warns(QiterWarning, match="learning_starts"):
+        train(small_config(n_timesteps=1300), tmp_path, resume=True, progress=False, verbose=0)
+    after = runs.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["agent"]["optimizer"]["step"]
+    # Steps 1001..1200 refill the buffer; updates every 2 steps from 1201 to 1300.
+    assert after - before == 50

@@ -8,26 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch as th
+from dqn_helpers import small_config
 
 from qiter import runs
-from qiter.dqn import DivergenceError, DQNConfig, train
+from qiter.dqn import DivergenceError, train
 from qiter.dqn.trainer import load_agent
 from qiter.errors import QiterError
-
-
-def small_config(**kwargs: object) -> DQNConfig:
-    values: dict[str, object] = {
-        "env_id": "CartPole-v1",
-        "n_timesteps": 2000,
-        "learning_starts": 200,
-        "replay_buffer_size": 5000,
-        "target_network_update_interval": 100,
-        "evaluation_interval": 1000,
-        "n_eval_episodes": 2,
-        "seed": 3,
-    }
-    values.update(kwargs)
-    return DQNConfig(**values)  # type: ignore[arg-type]
 
 
 def test_run_folder_holds_config_logs_checkpoints(tmp_path: Path) -> None:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from qiter.policies import epsilon_greedy
 from qiter.video import DEFAULT_VIDEO_FOLDER, finish_video, video_env
 
 
 def run_episodes(
     env: gym.Env,
-    act: Callable[[np.ndarray], int],
+    act: Callable[[np.ndarray], Any],
     n_episodes: int,
     exploration_rate: float = 0.0,
     rng: np.random.Generator | None = None,
@@ -35,14 +38,16 @@ def run_episodes(
     """
     recorder = video_env(env, video_name, video_folder) if video_name is not None else None
     play_env: gym.Env = recorder if recorder is not None else env
-    random = rng.random if rng is not None else np.random.rand
+    uniform = rng.random if rng is not None else np.random.rand
     returns = np.zeros(n_episodes)
     obs, _ = play_env.reset(seed=seed)
     for episode in range(n_episodes):
         done = False
         while not done:
-            if exploration_rate > 0 and random() < exploration_rate:
-                action = int(play_env.action_space.sample())
+            if exploration_rate > 0:
+                action = epsilon_greedy(
+                    partial(act, obs), play_env.action_space.sample, exploration_rate, uniform
+                )
             else:
                 action = act(obs)
             obs, reward, terminated, truncated, _ = play_env.step(action)

@@ -137,7 +137,7 @@ class SingleEnv:
         """Step with ``actions`` (one row); return the transitions (valid until the next step) and the
         episodes that ended, as ``(return, length)``."""
         next_obs, reward, terminated, truncated, _ = self.env.step(
-            int(actions[0]) if self._discrete else actions[0]
+            actions.item() if self._discrete else actions[0]
         )
         self._return += float(reward)
         self._length += 1
@@ -520,7 +520,8 @@ def _resume(
     if not agent.has_buffer(state["agent"]):
         warnings.warn(
             f"resuming {run_path} with an empty replay buffer (the checkpoint holds none: train with "
-            "--save-buffer to keep it), so the run will not learn as an uninterrupted one would",
+            "--save-buffer to keep it); learning waits for learning_starts new transitions and will not "
+            "follow the uninterrupted run",
             QiterWarning,
             stacklevel=3,
         )

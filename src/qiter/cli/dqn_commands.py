@@ -148,7 +148,7 @@ def _train(args: argparse.Namespace) -> int:
             run_dir = runs.claim_run_dir(args.run_dir, overwrite=args.overwrite)
         else:
             run_dir = runs.make_run_dir(args.runs_dir, config.env_id, DQNAgent.algo, config.seed)
-    if not args.quiet:
+    if not args.quiet and not args.resume:  # a resume says "Resuming RUN_DIR" once it is checked
         print(f"Run folder: {run_dir}")
     result = train(
         config,

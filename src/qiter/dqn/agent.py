@@ -162,7 +162,9 @@ class DQNAgent(Agent):
         self.episodes = 0
         self.exploration_rate = config.exploration_initial_eps
         self._anneal_steps = int(config.exploration_fraction * config.n_timesteps)
-        self._linear_exploration = config.exploration_schedule == "linear"
+        self._annealing = config.exploration_schedule == "linear"
+        # Learning waits for learning_starts transitions, again after a resume that restored no buffer.
+        self._learning_starts = config.learning_starts
         self._steps_target = config.target_update_unit == "steps"
         self._greedy_policy = (
             self.learner.greedy if config.n_steps > 1 and config.n_step_cut == "greedy" else None
@@ -179,13 +181,14 @@ class DQNAgent(Agent):
     def act(self, observations: np.ndarray, explore: bool = True) -> np.ndarray:
         if not explore:
             return self.learner.greedy(observations)
-        step = self.num_timesteps + len(observations)
         # Once annealed, epsilon stays at its final value: no schedule call per step after that.
-        if self._linear_exploration and step <= self._anneal_steps + len(observations):
+        if self._annealing:
+            step = self.num_timesteps + len(observations)
             cfg = self.config
             self.exploration_rate = linear_schedule(
                 cfg.exploration_initial_eps, cfg.exploration_final_eps, step, self._anneal_steps
             )
+            self._annealing = step <= self._anneal_steps
         if len(observations) == 1:
             # One copy: scalar draws (the seed's order of random numbers) and a matrix-vector product.
             obs = observations[0]
@@ -207,8 +210,13 @@ class DQNAgent(Agent):
 
     def observe(self, transitions: Transitions) -> None:
         self.buffer.add(*transitions)
-        self.num_timesteps += self.config.n_envs
-        n_ended = _episodes_ended(transitions)
+        terminateds, truncateds = transitions.terminateds, transitions.truncateds
+        if len(terminateds) == 1:  # a scalar test for one copy: this runs once per step
+            self.num_timesteps += 1
+            n_ended = int(bool(terminateds[0] or truncateds[0]))
+        else:
+            self.num_timesteps += len(terminateds)
+            n_ended = int(np.count_nonzero(terminateds | truncateds))
         if not n_ended:
             return
         cfg = self.config
@@ -233,7 +241,7 @@ class DQNAgent(Agent):
         interval = cfg.target_network_update_interval
         if self._steps_target and step // interval - (step - n_envs) // interval:
             self.learner.update_target(cfg.tau)
-        if step <= cfg.learning_starts:
+        if step <= self._learning_starts:
             return None
         n_calls = step // cfg.update_interval - (step - n_envs) // cfg.update_interval
         if not n_calls:
@@ -285,6 +293,8 @@ class DQNAgent(Agent):
         self.rng.bit_generator.state = state["rng"]
         if "buffer" in state:
             self.buffer.load_state_dict(state["buffer"])
+        else:
+            self._learning_starts = self.num_timesteps + self.config.learning_starts
         # The config may have changed on resume (a new learning rate or epsilon schedule): the schedules
         # continue from the restored counters under the new values, not the saved ones.
         cfg = self.config
@@ -299,6 +309,7 @@ class DQNAgent(Agent):
             self.exploration_rate = linear_schedule(
                 cfg.exploration_initial_eps, cfg.exploration_final_eps, self.num_timesteps, self._anneal_steps
             )
+            self._annealing = self.num_timesteps <= self._anneal_steps
         else:
             self.exploration_rate = self._exponential_epsilon()
 
@@ -316,11 +327,3 @@ class DQNAgent(Agent):
         with th.no_grad():
             for name, tensor in net.state_dict().items():
                 tensor.copy_(saved[name])
-
-
-def _episodes_ended(transitions: Transitions) -> int:
-    """How many copies ended an episode (a scalar test for one copy: this runs once per step)."""
-    terminateds, truncateds = transitions.terminateds, transitions.truncateds
-    if len(terminateds) == 1:
-        return int(bool(terminateds[0] or truncateds[0]))
-    return int(np.count_nonzero(terminateds | truncateds))

@@ -71,6 +71,9 @@ class NumpyQFunction:
         self.dtype = self.weights[0].dtype
         # (W^T, b) per layer, the transposes made once: still views of the live weights.
         self.layers = [(w.T, b) for w, b in zip(self.weights, self.biases)]
+        # The hidden layers and the output layer apart, so the per-step loops test nothing per layer.
+        self._hidden = list(zip(self.weights[:-1], self.biases[:-1]))
+        self._output = (self.weights[-1], self.biases[-1])
 
     def forward(self, x: np.ndarray, cache: list[np.ndarray] | None = None) -> np.ndarray:
         """Q-values of a batch of observations, shape (batch, n_actions).
@@ -99,15 +102,20 @@ class NumpyQFunction:
     def act(self, observation: np.ndarray) -> int:
         """Greedy action for one observation (matrix-vector products, no batch dimension)."""
         h = observation
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = w @ h
-            h += b
-            if i < last:
-                if self.tanh:
-                    np.tanh(h, out=h)
-                else:
-                    np.maximum(h, 0, out=h)
+        # Once per environment step: the activation is chosen outside the loop over layers.
+        if self.tanh:
+            for w, b in self._hidden:
+                h = w @ h
+                h += b
+                np.tanh(h, out=h)
+        else:
+            for w, b in self._hidden:
+                h = w @ h
+                h += b
+                np.maximum(h, 0, out=h)
+        w, b = self._output
+        h = w @ h
+        h += b
         # In a dueling head V(s) and the mean advantage are the same for every action.
         return int((h[1:] if self.dueling else h).argmax())
 

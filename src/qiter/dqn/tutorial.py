@@ -23,6 +23,7 @@ from qiter.dqn.networks import QNetwork
 from qiter.dqn.trainer import linear_schedule, train
 from qiter.envs import make_env
 from qiter.evaluation import run_episodes
+from qiter.policies import epsilon_greedy
 from qiter.video import DEFAULT_VIDEO_FOLDER
 
 __all__ = [
@@ -64,11 +65,13 @@ def epsilon_greedy_action_selection(
     :param device: PyTorch device
     :return: An action selected according to the epsilon-greedy policy.
     """
-    if np.random.rand() < exploration_rate:
-        return int(action_space.sample())
-    with th.no_grad():
-        q_values = q_net(_as_input(q_net, observation, device))
-        return int(q_values.argmax(dim=1).item())
+
+    def greedy_action() -> int:
+        with th.no_grad():
+            q_values = q_net(_as_input(q_net, observation, device))
+            return int(q_values.argmax(dim=1).item())
+
+    return epsilon_greedy(greedy_action, lambda: int(action_space.sample()), exploration_rate, np.random.rand)
 
 
 def collect_one_step(
