@@ -25,3 +25,13 @@ def test_tutorial_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert any((tmp_path / "runs" / "notebook-double-nstep" / "checkpoints").iterdir())
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
+
+
+def test_tutorial_notebook_starts_with_tabular_q_learning() -> None:
+    """The tutorials start with tabular Q-learning: so does the notebook, before any FQI or DQN cell."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+    first_tabular = next(i for i, src in enumerate(code) if "q_learning(" in src)
+    first_fqi = next(i for i, src in enumerate(code) if "fitted_q_iteration(" in src)
+    assert first_tabular < first_fqi
+    assert any("value_iteration(" in src for src in code[:first_fqi])

@@ -58,19 +58,11 @@ def epsilon_greedy_batch(
     return actions
 
 
-def greedy_action(q_values: np.ndarray) -> int:
-    """``argmax_a Q(s, a)`` of one row of Q-values (the first action on ties).
-
-    :param q_values: Shape ``(n_actions,)``.
-    """
-    return int(np.argmax(q_values))
-
-
 def greedy_action_random_ties(q_values: np.ndarray, rng: np.random.Generator) -> int:
     """``argmax_a Q(s, a)`` of one row of Q-values, ties broken uniformly at random.
 
-    Tabular Q-learning needs it: its table starts at zeros, where the first-action rule of
-    :func:`greedy_action` would always pick action 0 and explore only through epsilon.
+    Tabular Q-learning needs it: its table starts at zeros, where ``argmax`` (the first action on ties)
+    would always pick action 0 and explore only through epsilon.
 
     :param q_values: Shape ``(n_actions,)``.
     :param rng: Random generator (one draw per call, even without a tie).
