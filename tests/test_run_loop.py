@@ -194,3 +194,9 @@ def test_resume_without_buffer_waits_for_learning_starts_again(tmp_path: Path) -
     after = runs.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["agent"]["optimizer"]["step"]
     # Steps 1001..1200 refill the buffer; updates every 2 steps from 1201 to 1300.
     assert after - before == 50
+
+
+def test_a_wrong_environment_leaves_no_folder(tmp_path: Path) -> None:
+    with pytest.raises(QiterError, match="DQN needs"):
+        train(small_config(env_id="Pendulum-v1"), tmp_path / "run", progress=False, verbose=0)
+    assert not (tmp_path / "run").exists()

@@ -35,7 +35,6 @@ from threadpoolctl import threadpool_limits
 from qiter import runs
 from qiter.agent import Agent, Evaluation, Transitions
 from qiter.config import config_to_dict
-from qiter.envs import make_env
 from qiter.errors import QiterError, QiterWarning
 from qiter.evaluation import run_episodes
 from qiter.run_config import RunConfig
@@ -209,17 +208,17 @@ class VectorEnvs:
 
 def make_envs(config: RunConfig, agent_cls: type[Agent]) -> tuple[SingleEnv | VectorEnvs, gym.Env]:
     """The training environments and the evaluation environment, checked for what the agent supports."""
-    env = make_env(config.env_id, flatten=True)
+    env = agent_cls.make_env(config)
     try:
         agent_cls.check_spaces(env)
-        eval_env = make_env(config.env_id, flatten=True)
+        eval_env = agent_cls.make_env(config)
     except BaseException:
         env.close()
         raise
     if config.n_envs == 1:
         return SingleEnv(env), eval_env
     env.close()
-    return VectorEnvs(lambda: make_env(config.env_id, flatten=True), config.n_envs), eval_env
+    return VectorEnvs(lambda: agent_cls.make_env(config), config.n_envs), eval_env
 
 
 def check_env(config: RunConfig, agent_cls: type[Agent]) -> None:
@@ -231,7 +230,7 @@ def check_env(config: RunConfig, agent_cls: type[Agent]) -> None:
 
 def build_agent(agent_cls: type[Agent], config: RunConfig) -> Agent:
     """An agent for ``config``, on the spaces of its (checked) environment."""
-    env = make_env(config.env_id, flatten=True)
+    env = agent_cls.make_env(config)
     try:
         agent_cls.check_spaces(env)
         return agent_cls(config, env.observation_space, env.action_space)
@@ -279,25 +278,32 @@ def train(
     run_path = Path(run_dir) if run_dir is not None else None
     if resume and run_path is None:
         raise QiterError("resume needs the run folder to resume")
-    if run_path is not None and not resume:
-        runs.claim_run_dir(run_path, overwrite)
 
     th.manual_seed(config.seed)
     np.random.seed(config.seed)
+    # The environments first: a wrong id or space fails before anything is written.
     envs, eval_env = make_envs(config, agent_cls)
-    eval_env.action_space.seed(config.seed)
-    agent = agent_cls(config, envs.observation_space, envs.action_space)
-    eval_rng = np.random.default_rng(config.seed + EVAL_SEED_OFFSET)
-
     step, episodes = 0, 0
     eval_history: list[dict[str, float]] = []
     logger = None
-    if run_path is not None:
-        if resume:
-            step, episodes, eval_history = _resume(agent, config, run_path, verbose)
-        runs.save_config(run_path, config_to_dict(config))
-        # On resume, TensorBoard hides what was logged after the checkpoint (the CSVs are already cut).
-        logger = runs.RunLogger(run_path, tensorboard=tensorboard, purge_step=step + 1 if resume else None)
+    try:
+        if run_path is not None and not resume:
+            runs.claim_run_dir(run_path, overwrite)
+        eval_env.action_space.seed(config.seed)
+        agent = agent_cls(config, envs.observation_space, envs.action_space)
+        if run_path is not None:
+            if resume:
+                step, episodes, eval_history = _resume(agent, config, run_path, verbose)
+            runs.save_config(run_path, config_to_dict(config))
+            # On resume, TensorBoard hides what was logged after the checkpoint (the CSVs are already cut).
+            logger = runs.RunLogger(
+                run_path, tensorboard=tensorboard, purge_step=step + 1 if resume else None
+            )
+    except BaseException:
+        envs.close()
+        eval_env.close()
+        raise
+    eval_rng = np.random.default_rng(config.seed + EVAL_SEED_OFFSET)
     best_mean = max((e["mean_return"] for e in eval_history), default=-math.inf)
 
     def save(name: str) -> None:
@@ -484,7 +490,7 @@ def _final_evaluation(
     agent: Agent, config: RunConfig, run_path: Path | None, n_episodes: int, video: bool
 ) -> Evaluation:
     """Greedy episodes on a fresh environment, optionally recorded to ``run_path/videos``."""
-    env = make_env(config.env_id, render_mode="rgb_array" if video else None, flatten=True)
+    env = agent.make_env(config, render_mode="rgb_array" if video else None)
     try:
         returns = run_episodes(
             env, agent.greedy_actor(), n_episodes,
