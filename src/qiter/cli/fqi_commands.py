@@ -26,7 +26,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("env_id", metavar="ENV_ID", help="gymnasium id with Box observations and discrete actions")
     p.add_argument("--steps", metavar="N", help=f"number of transitions (default: {CollectConfig.steps})")
-    p.add_argument("--out", required=True, help="output file (.npz is added if missing)")
+    p.add_argument("--out", help="output file (.npz is added if missing); with --format npz")
+    p.add_argument(
+        "--format", choices=("npz", "minari"), default="npz", help="an .npz file, or a local Minari dataset"
+    )
+    p.add_argument(
+        "--name", help="the Minari dataset's name (with --format minari; under MINARI_DATASETS_PATH)"
+    )
     p.add_argument("--seed", help="seed for reproducible data")
     p.add_argument(
         "--progress",
@@ -41,7 +47,14 @@ def register(subparsers: Any) -> None:
         help="Fitted Q Iteration on an .npz of transitions, with a scikit-learn regressor",
         description="Run FQI on offline data, evaluating the greedy policy every --eval-freq iterations.",
     )
-    p.add_argument("file", metavar="FILE", help="an .npz written by `qiter collect` (or qiter.fqi.save_data)")
+    p.add_argument(
+        "file", metavar="FILE", nargs="?", help="an .npz written by `qiter collect` (or qiter.fqi.save_data)"
+    )
+    p.add_argument(
+        "--dataset",
+        metavar="minari:NAME",
+        help="a local Minari dataset instead of FILE (MINARI_DATASETS_PATH)",
+    )
     p.add_argument(
         "--regressor",
         metavar="NAME",
@@ -89,8 +102,23 @@ def _collect(args: argparse.Namespace) -> int:
 
     values = {"env_id": args.env_id, **_given(args, "steps", "seed")}
     config = config_from_dict(CollectConfig, values, "the collect settings")
+    if args.format == "minari":
+        from qiter.minari_io import dataset_path, minari_name
+
+        if args.name is None or args.out is not None:
+            raise QiterError("--format minari takes --name NAME (not --out)")
+        if dataset_path(args.name).exists():  # before collecting, not after
+            raise QiterError(f"Minari dataset {minari_name(args.name)!r} already exists: pick another --name")
+    elif args.out is None or args.name is not None:
+        raise QiterError("give --out FILE (or --format minari --name NAME)")
     data = collect_data(config.env_id, n_steps=config.steps, seed=config.seed, progress=args.progress)
-    path = save_data(data, args.out)
+    name: str | None = args.name
+    if name is not None:
+        from qiter.minari_io import save_minari
+
+        path = f"Minari dataset {save_minari(data, name)} ({dataset_path(name)})"
+    else:
+        path = str(save_data(data, str(args.out)))
     episodes = int(np.sum(data.terminateds) + np.sum(data.truncateds if data.truncateds is not None else 0))
     print(f"collected {len(data)} transitions of {config.env_id} ({episodes} episodes ended) into {path}")
     return 0
@@ -106,7 +134,18 @@ def _fqi(args: argparse.Namespace) -> int:
     values = {**_given(args, *keys), "fast": not args.no_fast}
     # Before loading the data, so that a bad setting is reported at once
     config = config_from_dict(FQIConfig, values, "the fqi settings")
-    data = load_data(args.file)
+    if (args.file is None) == (args.dataset is None):
+        raise QiterError("give one data source: FILE (an .npz) or --dataset minari:NAME")
+    if args.dataset is not None:
+        from qiter.minari_io import load_minari
+
+        kind, _, name = args.dataset.partition(":")
+        if kind != "minari" or not name:
+            raise QiterError(f"--dataset {args.dataset!r}: expected minari:NAME")
+        data = load_minari(name)
+        args.file = f"minari:{name}"
+    else:
+        data = load_data(args.file)
     env_id = config.env or data.env_id
     if env_id is None:
         raise QiterError(f"'{args.file}' does not say which environment it comes from: pass --env ENV_ID")

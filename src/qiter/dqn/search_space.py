@@ -1,0 +1,46 @@
+"""DQN's hyperparameter search space for ``qiter tune``, declared next to :class:`~qiter.dqn.config.DQNConfig`.
+
+Each entry maps a config key to an Optuna distribution; :func:`search_space` draws one value per key for a
+trial. The ranges follow the RL Zoo's DQN space, narrowed to what a small budget can tell apart.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["SEARCH_SPACE", "search_space"]
+
+# key -> ("log", low, high) | ("float", low, high) | ("int", low, high) | ("choice", [values...])
+SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
+    "learning_rate": ("log", 1e-4, 3e-3),
+    "batch_size": ("choice", [32, 64, 128]),
+    "gamma": ("choice", [0.98, 0.99, 0.995]),
+    "target_network_update_interval": ("choice", [100, 250, 500, 1000]),
+    "exploration_fraction": ("float", 0.05, 0.3),
+    "exploration_final_eps": ("float", 0.01, 0.1),
+    "n_hidden_units": ("choice", [64, 128, 256]),
+    "double_dqn": ("choice", [False, True]),
+    "n_steps": ("choice", [1, 3]),
+}
+
+
+def search_space(trial: optuna.Trial) -> dict[str, Any]:
+    """Config values for one trial, drawn from :data:`SEARCH_SPACE`.
+
+    :param trial: The Optuna trial that draws them.
+    :return: Config key -> value.
+    """
+    values: dict[str, Any] = {}
+    for key, (kind, *args) in SEARCH_SPACE.items():
+        if kind == "log":
+            values[key] = trial.suggest_float(key, args[0], args[1], log=True)
+        elif kind == "float":
+            values[key] = trial.suggest_float(key, args[0], args[1])
+        elif kind == "int":
+            values[key] = trial.suggest_int(key, args[0], args[1])
+        else:
+            values[key] = trial.suggest_categorical(key, args[0])
+    return values

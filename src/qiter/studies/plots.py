@@ -1,0 +1,48 @@
+"""Learning curves of settings compared across seeds: the IQM with its 95% stratified-bootstrap band."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from qiter.errors import QiterError
+from qiter.studies.report import Group, iqm_curve
+
+__all__ = ["plot_curves"]
+
+
+def plot_curves(groups: Sequence[Group], out: str | Path, title: str | None = None) -> Path:
+    """Draw each setting's evaluation return against environment steps into a PNG.
+
+    :param groups: The settings (:func:`~qiter.studies.report.group_runs`).
+    :param out: The image file (``.png`` is added if missing); written only once the plot is made.
+    :param title: The title; default: the environment and the number of runs per setting.
+    :return: The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # a file, never a window (and no display needed)
+    import matplotlib.pyplot as plt
+
+    path = Path(out)
+    if path.suffix.lower() != ".png":
+        path = path.with_name(path.name + ".png")
+    if not path.parent.is_dir():
+        raise QiterError(f"folder {path.parent} does not exist")
+    curves = [(group, iqm_curve(group)) for group in groups]  # all computed before the file is opened
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    try:
+        for group, (steps, point, low, high) in curves:
+            (line,) = ax.plot(steps, point, label=f"{group.label} ({len(group.runs)} runs)", linewidth=1.8)
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        env_ids = sorted({str(r.config.get("env_id")) for g in groups for r in g.runs})
+        ax.set_title(title or f"{', '.join(env_ids)}: IQM across seeds, 95% stratified-bootstrap CI")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("greedy evaluation return")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", loc="best")
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path

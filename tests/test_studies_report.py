@@ -1,0 +1,86 @@
+"""`qiter plot` and `qiter report`: runs grouped by setting, rliable's IQM and intervals, bad folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy.stats import trim_mean
+
+from qiter.cli import main
+from qiter.studies.report import group_runs, iqm_interval, load_runs, summarize
+
+
+def _fake_run(folder: Path, seed: int, lr: float, finals: float, stop: int = 3000) -> None:
+    """A run folder as the run loop writes it: config.yaml, eval.csv, eval.json."""
+    folder.mkdir(parents=True)
+    config = {"env_id": "CartPole-v1", "seed": seed, "learning_rate": lr, "device": "cpu"}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    steps = range(500, stop + 1, 500)
+    rows = ["step,mean_return,std_return"] + [f"{s},{finals * s / 3000:.3f},1.0" for s in steps]
+    (folder / "eval.csv").write_text("\n".join(rows) + "\n")
+    (folder / "eval.json").write_text(json.dumps({"mean_return": finals, "wall_time_s": 2.0}))
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    for seed in range(5):
+        _fake_run(tmp_path / "sweep" / "lr=0.001" / f"seed-{seed}", seed, 1e-3, 100.0 + 10 * seed)
+        # One run of the other setting stopped early: its last evaluation is carried to the end.
+        stop = 1500 if seed == 0 else 3000
+        _fake_run(tmp_path / "sweep" / "lr=0.0003" / f"seed-{seed}", seed, 3e-4, 400.0 + 25 * seed, stop)
+    return tmp_path / "sweep"
+
+
+def test_iqm_interval_is_rliables_iqm() -> None:
+    scores = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 100.0]
+    iqm, low, high = iqm_interval(scores, reps=2000)
+    assert iqm == pytest.approx(trim_mean(scores, 0.25))
+    assert low < iqm < high
+    assert iqm_interval(scores, reps=2000) == (iqm, low, high)  # seeded: the same data, the same interval
+
+
+def test_groups_and_report(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    groups = group_runs(load_runs([sweep]))
+    assert sorted(g.label for g in groups) == ["learning_rate=0.0003", "learning_rate=0.001"]
+    rows = {r.label: r for r in summarize(groups, threshold=450, reps=500)}
+    fast = rows["learning_rate=0.0003"]
+    assert fast.n_runs == 5 and fast.mean == pytest.approx(450.0) and fast.above == pytest.approx(0.6)
+    assert fast.iqm == pytest.approx(trim_mean([400, 425, 450, 475, 500], 0.25))
+    assert main(["report", str(sweep), "--threshold", "450"]) == 0
+    out = capsys.readouterr().out
+    assert "| learning_rate=0.001 | 5 | 120.0 [" in out and "120.0 ± 14.1" in out and "| 60% | 2.0 |" in out
+
+
+def test_plot_writes_png(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "curves.png"
+    assert main(["plot", str(sweep / "lr=0.001"), str(sweep / "lr=0.0003"), "--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "plot of 2 settings" in capsys.readouterr().out
+
+
+def test_bad_folders(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "not-a-run").mkdir()
+    (tmp_path / "not-a-run" / "notes.txt").write_text("hello")
+    out = tmp_path / "x.png"
+    assert main(["plot", str(tmp_path / "not-a-run"), "--out", str(out)]) == 2
+    assert main(["plot", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert main(["report", str(tmp_path / "not-a-run" / "notes.txt")]) == 2
+    assert main(["plot", str(sweep), "--out", str(tmp_path / "no-folder" / "x.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("qiter: error: ") for line in err)
+    assert "is not a qiter run or sweep folder" in err[0] and "does not exist" in err[1]
+    assert not out.exists()
+
+
+def test_curve_carries_last_evaluation(sweep: Path) -> None:
+    from qiter.studies.report import iqm_curve
+
+    group = next(g for g in group_runs(load_runs([sweep])) if g.label == "learning_rate=0.0003")
+    steps, point, low, high = iqm_curve(group, reps=500)
+    assert list(steps) == [500, 1000, 1500, 2000, 2500, 3000]
+    assert np.all(low <= point) and np.all(point <= high)
