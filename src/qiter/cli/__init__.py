@@ -18,7 +18,14 @@ from qiter.errors import QiterError, QiterWarning
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand."""
-    from qiter.cli import dqn_commands, fqi_commands, misc_commands, tabular_commands
+    from qiter.cli import (
+        dqn_commands,
+        fqi_commands,
+        misc_commands,
+        population_commands,
+        study_commands,
+        tabular_commands,
+    )
 
     parser = argparse.ArgumentParser(
         prog="qiter",
@@ -26,7 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"qiter {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (tabular_commands, fqi_commands, dqn_commands, misc_commands):
+    for module in (
+        tabular_commands,
+        fqi_commands,
+        dqn_commands,
+        misc_commands,
+        study_commands,
+        population_commands,
+    ):
         module.register(subparsers)
     return parser
 

@@ -1,0 +1,341 @@
+"""One array vocabulary for numpy and torch, so the environments and the learner are written once.
+
+Why: the population code must run on numpy (the CPU fast path), on torch's CPU backend and on CUDA. Python
+operators (``@``, ``*``, ``+=``, ``.mT``, indexing) already mean the same in both libraries; the few calls
+that differ in name or signature (reductions, random draws, gathers, dtypes) go through an :class:`Ops`
+object. Every method is one library call, so the indirection costs a Python call, not a copy.
+
+Nothing here synchronizes the host with a GPU: random draws and schedules stay on the device, and Python
+scalars enter kernels as arguments, so a CUDA step can be captured in a graph.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch as th
+
+Array = Any  # a numpy array or a torch tensor, depending on the Ops in use
+
+
+class AdamState:
+    """Adam's arrays over one flat parameter vector, with a per-element learning rate and a scratch array.
+
+    :param ops: The backend that allocates them.
+    :param params: The parameters (updated in place).
+    :param grad: Their gradient (read).
+    :param lr: Per-element learning rates.
+    """
+
+    def __init__(self, ops: Ops, params: Array, grad: Array, lr: Array, eps: float) -> None:
+        self.params, self.grad, self.lr, self.eps = params, grad, lr, eps
+        self.exp_avg = ops.zeros(tuple(params.shape))
+        self.exp_avg_sq = ops.zeros(tuple(params.shape))
+        self.tmp = ops.zeros(tuple(params.shape))
+        self.beta1, self.beta2 = 0.9, 0.999
+
+
+_NP_DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "bool": np.bool_}
+_TH_DTYPES = {"float32": th.float32, "float64": th.float64, "int64": th.int64, "bool": th.bool}
+
+
+class Ops:
+    """The array calls that differ between numpy and torch (see :class:`NumpyOps`, :class:`TorchOps`)."""
+
+    name: str = ""
+    device: str = "cpu"
+
+    def seed(self, seed: int) -> None:
+        """Reseed the random stream."""
+        raise NotImplementedError
+
+    def zeros(self, shape: tuple[int, ...], dtype: str = "float32") -> Array:
+        raise NotImplementedError
+
+    def full(self, shape: tuple[int, ...], value: float, dtype: str = "float32") -> Array:
+        raise NotImplementedError
+
+    def arange(self, n: int) -> Array:
+        raise NotImplementedError
+
+    def asarray(self, x: Any, dtype: str = "float32") -> Array:
+        """A copy of ``x`` (a list or a numpy array) on this backend's device."""
+        raise NotImplementedError
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        raise NotImplementedError
+
+    def astype(self, x: Array, dtype: str) -> Array:
+        raise NotImplementedError
+
+    def random(self, shape: tuple[int, ...], dtype: str = "float64") -> Array:
+        """Uniform draws in [0, 1)."""
+        raise NotImplementedError
+
+    def where(self, cond: Array, a: Array, b: Array) -> Array:
+        raise NotImplementedError
+
+    def clip(self, x: Array, low: float, high: float) -> Array:
+        raise NotImplementedError
+
+    def sin(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    def cos(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    def sqrt(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    def abs(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    def stack(self, xs: list[Array], axis: int) -> Array:
+        raise NotImplementedError
+
+    def sum(self, x: Array, axis: int | tuple[int, ...], keepdims: bool = False) -> Array:
+        raise NotImplementedError
+
+    def max(self, x: Array, axis: int) -> Array:
+        raise NotImplementedError
+
+    def argmax(self, x: Array, axis: int) -> Array:
+        raise NotImplementedError
+
+    def gather_last(self, x: Array, index: Array) -> Array:
+        """``x[..., index]`` row by row: ``x`` (..., k), ``index`` (...) of integers -> (...)."""
+        raise NotImplementedError
+
+    def take_rows(self, x: Array, index: Array) -> Array:
+        """Rows ``index`` (any shape) of the 2-d ``x``: shape ``index.shape + (x.shape[1],)``."""
+        raise NotImplementedError
+
+    def matmul_into(self, a: Array, b: Array, out: Array) -> None:
+        """``out[...] = a @ b`` without a temporary."""
+        raise NotImplementedError
+
+    def copy_into(self, dst: Array, src: Array) -> None:
+        raise NotImplementedError
+
+    def relu_(self, x: Array) -> None:
+        raise NotImplementedError
+
+    def adam_(self, state: AdamState, step_size: float, denom_scale: float) -> None:
+        """One Adam step in place: ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``,
+        ``p <- p - lr * step_size * m / (sqrt(v) * denom_scale + eps)``, with no allocation (large
+        temporaries cost page faults on every call)."""
+        raise NotImplementedError
+
+    def tanh_(self, x: Array) -> None:
+        raise NotImplementedError
+
+
+class NumpyOps(Ops):
+    """numpy arrays on the CPU; one ``numpy.random.Generator`` stream.
+
+    :param seed: Seed of the random stream.
+    """
+
+    name = "numpy"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def seed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def zeros(self, shape: tuple[int, ...], dtype: str = "float32") -> Array:
+        return np.zeros(shape, dtype=_NP_DTYPES[dtype])
+
+    def full(self, shape: tuple[int, ...], value: float, dtype: str = "float32") -> Array:
+        return np.full(shape, value, dtype=_NP_DTYPES[dtype])
+
+    def arange(self, n: int) -> Array:
+        return np.arange(n)
+
+    def asarray(self, x: Any, dtype: str = "float32") -> Array:
+        return np.array(x, dtype=_NP_DTYPES[dtype])
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        return np.asarray(x)
+
+    def astype(self, x: Array, dtype: str) -> Array:
+        return x.astype(_NP_DTYPES[dtype])
+
+    def random(self, shape: tuple[int, ...], dtype: str = "float64") -> Array:
+        return self.rng.random(shape, dtype=_NP_DTYPES[dtype])
+
+    def where(self, cond: Array, a: Array, b: Array) -> Array:
+        return np.where(cond, a, b)
+
+    def clip(self, x: Array, low: float, high: float) -> Array:
+        return np.clip(x, low, high)
+
+    def sin(self, x: Array) -> Array:
+        return np.sin(x)
+
+    def cos(self, x: Array) -> Array:
+        return np.cos(x)
+
+    def sqrt(self, x: Array) -> Array:
+        return np.sqrt(x)
+
+    def abs(self, x: Array) -> Array:
+        return np.abs(x)
+
+    def stack(self, xs: list[Array], axis: int) -> Array:
+        return np.stack(xs, axis=axis)
+
+    def sum(self, x: Array, axis: int | tuple[int, ...], keepdims: bool = False) -> Array:
+        return np.sum(x, axis=axis, keepdims=keepdims)
+
+    def max(self, x: Array, axis: int) -> Array:
+        return np.maximum.reduce(x, axis)
+
+    def argmax(self, x: Array, axis: int) -> Array:
+        return x.argmax(axis)
+
+    def gather_last(self, x: Array, index: Array) -> Array:
+        return np.take_along_axis(x, index[..., None], -1)[..., 0]
+
+    def take_rows(self, x: Array, index: Array) -> Array:
+        return x[index]
+
+    def matmul_into(self, a: Array, b: Array, out: Array) -> None:
+        np.matmul(a, b, out=out)
+
+    def copy_into(self, dst: Array, src: Array) -> None:
+        np.copyto(dst, src)
+
+    def relu_(self, x: Array) -> None:
+        np.maximum(x, 0, out=x)
+
+    def tanh_(self, x: Array) -> None:
+        np.tanh(x, out=x)
+
+    def adam_(self, state: AdamState, step_size: float, denom_scale: float) -> None:
+        m, v, g, tmp = state.exp_avg, state.exp_avg_sq, state.grad, state.tmp
+        m *= state.beta1
+        np.multiply(g, 1.0 - state.beta1, out=tmp)
+        m += tmp
+        v *= state.beta2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - state.beta2
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp *= denom_scale
+        tmp += state.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= state.lr
+        tmp *= step_size
+        state.params -= tmp
+
+
+class TorchOps(Ops):
+    """torch tensors on ``device``; one ``torch.Generator`` on that device.
+
+    :param device: A torch device string (``"cpu"``, ``"cuda"``...).
+    :param seed: Seed of the random stream.
+    """
+
+    name = "torch"
+
+    def __init__(self, device: str = "cpu", seed: int = 0) -> None:
+        self.device = device
+        self.generator = th.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def seed(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def zeros(self, shape: tuple[int, ...], dtype: str = "float32") -> Array:
+        return th.zeros(shape, dtype=_TH_DTYPES[dtype], device=self.device)
+
+    def full(self, shape: tuple[int, ...], value: float, dtype: str = "float32") -> Array:
+        return th.full(shape, value, dtype=_TH_DTYPES[dtype], device=self.device)
+
+    def arange(self, n: int) -> Array:
+        return th.arange(n, device=self.device)
+
+    def asarray(self, x: Any, dtype: str = "float32") -> Array:
+        return th.tensor(np.asarray(x), dtype=_TH_DTYPES[dtype], device=self.device)
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        return x.detach().cpu().numpy()
+
+    def astype(self, x: Array, dtype: str) -> Array:
+        return x.to(_TH_DTYPES[dtype])
+
+    def random(self, shape: tuple[int, ...], dtype: str = "float64") -> Array:
+        return th.rand(shape, generator=self.generator, dtype=_TH_DTYPES[dtype], device=self.device)
+
+    def where(self, cond: Array, a: Array, b: Array) -> Array:
+        return th.where(cond, a, b)
+
+    def clip(self, x: Array, low: float, high: float) -> Array:
+        return th.clamp(x, low, high)
+
+    def sin(self, x: Array) -> Array:
+        return th.sin(x)
+
+    def cos(self, x: Array) -> Array:
+        return th.cos(x)
+
+    def sqrt(self, x: Array) -> Array:
+        return th.sqrt(x)
+
+    def abs(self, x: Array) -> Array:
+        return th.abs(x)
+
+    def stack(self, xs: list[Array], axis: int) -> Array:
+        return th.stack(xs, dim=axis)
+
+    def sum(self, x: Array, axis: int | tuple[int, ...], keepdims: bool = False) -> Array:
+        return th.sum(x, dim=axis, keepdim=keepdims)
+
+    def max(self, x: Array, axis: int) -> Array:
+        return th.amax(x, dim=axis)
+
+    def argmax(self, x: Array, axis: int) -> Array:
+        return th.argmax(x, dim=axis)
+
+    def gather_last(self, x: Array, index: Array) -> Array:
+        return th.gather(x, -1, index.unsqueeze(-1)).squeeze(-1)
+
+    def take_rows(self, x: Array, index: Array) -> Array:
+        return x.index_select(0, index.reshape(-1)).reshape(*index.shape, x.shape[1])
+
+    def matmul_into(self, a: Array, b: Array, out: Array) -> None:
+        th.matmul(a, b, out=out)
+
+    def copy_into(self, dst: Array, src: Array) -> None:
+        dst.copy_(src)
+
+    def relu_(self, x: Array) -> None:
+        x.clamp_(min=0)
+
+    def tanh_(self, x: Array) -> None:
+        x.tanh_()
+
+    def adam_(self, state: AdamState, step_size: float, denom_scale: float) -> None:
+        m, v, g, tmp = state.exp_avg, state.exp_avg_sq, state.grad, state.tmp
+        m.lerp_(g, 1.0 - state.beta1)
+        v.mul_(state.beta2).addcmul_(g, g, value=1.0 - state.beta2)
+        th.sqrt(v, out=tmp)
+        tmp.mul_(denom_scale).add_(state.eps)
+        th.div(m, tmp, out=tmp)
+        tmp.mul_(state.lr)
+        state.params.add_(tmp, alpha=-step_size)
+
+
+def make_ops(backend: str, device: str, seed: int) -> Ops:
+    """The :class:`Ops` for ``backend`` (``"numpy"`` or ``"torch"``) on ``device``.
+
+    :param backend: ``"numpy"`` (CPU only) or ``"torch"``.
+    :param device: A torch device string.
+    :param seed: Seed of the random stream.
+    """
+    if backend == "numpy":
+        return NumpyOps(seed)
+    return TorchOps(device, seed)

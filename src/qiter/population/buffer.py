@@ -1,0 +1,70 @@
+"""N replay buffers in one table: agent ``i``'s transitions are block ``i`` of its rows.
+
+The agents step in lockstep, so all buffers fill at the same position and hold the same number of
+transitions; one position counter serves them all. A transition is one float32 row
+``[s, s', a, r, terminated]``, so sampling one costs one random memory access instead of five (the
+buffers of a population are far larger than the caches, and sampling is bound by those accesses).
+Sampling draws an independent minibatch per agent (uniform indices, as :class:`qiter.buffers.ReplayBuffer`
+draws them) and gathers every agent's rows with one indexing call.
+"""
+
+from __future__ import annotations
+
+from qiter.population.arrays import Array, Ops
+
+
+def row_width(obs_dim: int) -> int:
+    """Floats in one stored transition: two observations, the action, the reward, the terminal flag."""
+    return 2 * obs_dim + 3
+
+
+def buffer_bytes(n_agents: int, capacity: int, obs_dim: int) -> int:
+    """Memory the buffers of a population take (for the check before allocating)."""
+    return n_agents * capacity * row_width(obs_dim) * 4
+
+
+class PopulationBuffer:
+    """Ring buffers of ``capacity`` transitions for each of ``n_agents`` agents.
+
+    :param ops: The array backend.
+    :param n_agents: N.
+    :param capacity: Transitions kept per agent.
+    :param obs_dim: Observation size.
+    """
+
+    def __init__(self, ops: Ops, n_agents: int, capacity: int, obs_dim: int) -> None:
+        self.ops = ops
+        self.n, self.capacity, self.obs_dim = n_agents, capacity, obs_dim
+        self.table = ops.zeros((n_agents * capacity, row_width(obs_dim)))
+        # Row offset of each agent's block in the table.
+        self.offsets = ops.arange(n_agents)[:, None] * capacity
+        self.pos = 0
+        self.size = 0
+
+    def add(self, obs: Array, actions: Array, rewards: Array, next_obs: Array, terminateds: Array) -> None:
+        """Store one transition per agent (arrays with a leading axis of N)."""
+        ops, d = self.ops, self.obs_dim
+        rows = self.table[self.pos :: self.capacity]  # row pos of every agent's block: a view
+        ops.copy_into(rows[:, :d], obs)
+        ops.copy_into(rows[:, d : 2 * d], next_obs)
+        ops.copy_into(rows[:, 2 * d], ops.astype(actions, "float32"))
+        ops.copy_into(rows[:, 2 * d + 1], ops.astype(rewards, "float32"))
+        ops.copy_into(rows[:, 2 * d + 2], ops.astype(terminateds, "float32"))
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int) -> tuple[Array, Array, Array, Array, Array]:
+        """An independent uniform minibatch per agent: ``(obs, actions, rewards, next_obs, terminateds)``,
+        each with leading axes ``(N, batch_size)``."""
+        ops, d = self.ops, self.obs_dim
+        # floor(U * size): uniform indices in [0, size), as the single-agent buffer draws them.
+        index = ops.astype(ops.random((self.n, batch_size), "float32") * self.size, "int64")
+        index = ops.clip(index, 0, self.size - 1) + self.offsets
+        rows = ops.take_rows(self.table, index)  # (N, B, width): one gather
+        return (
+            rows[..., :d],
+            ops.astype(rows[..., 2 * d], "int64"),
+            rows[..., 2 * d + 1],
+            rows[..., d : 2 * d],
+            rows[..., 2 * d + 2] > 0.5,
+        )

@@ -1,0 +1,141 @@
+"""Population training end to end on the CPU: learning, determinism, files, checkpoints, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qiter
+from qiter.cli import main
+from qiter.dqn.config import DQNConfig
+from qiter.dqn.presets import resolve_config
+from qiter.errors import QiterError
+from qiter.population.array_envs import CartPole
+from qiter.population.train import agent_configs, check_memory, train
+
+
+def _config(steps: int, *overrides: str) -> DQNConfig:
+    return resolve_config(
+        "CartPole-v1", overrides=[f"n_timesteps={steps}", "evaluation_interval=1000", *overrides]
+    )
+
+
+def test_population_learns_cartpole_and_is_deterministic(tmp_path: Path) -> None:
+    """Eight agents with the seed's settings learn in 6k steps (random play scores ~20); the folder holds per-agent curves, the table and the plot; the best agent is a checkpoint
+    that qiter.load_agent evaluates to its population score."""
+    config = _config(6000)
+    result = train(config, 8, run_dir=tmp_path / "run")
+    assert result.backend == "numpy"
+    assert np.mean(result.final_returns) > 100
+    assert result.eval_steps == [1000, 2000, 3000, 4000, 5000, 6000]
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == [
+        "agents",
+        "agents.csv",
+        "config.yaml",
+        "curves.png",
+        "summary.md",
+    ]
+    assert len(list((run / "agents").glob("agent_*.csv"))) == 8
+    rows = (run / "agents" / "agent_0003.csv").read_text().splitlines()
+    assert rows[0] == "step,train_return,eval_return" and len(rows) == 7
+    from qiter.population.train import save_agent
+
+    best = result.best_agent
+    save_agent(result, best, tmp_path / "best.pt")
+    trained = qiter.load_agent(tmp_path / "best.pt")
+    evaluation = trained.evaluate(None, 5, seed=0)
+    # Another set of episodes than the population's evaluation: close, not equal.
+    assert evaluation.mean_return > 0.5 * result.final_returns[best]
+
+
+def test_same_seed_same_run() -> None:
+    config = _config(1200, "learning_starts=300")
+    np.testing.assert_array_equal(train(config, 3).final_returns, train(config, 3).final_returns)
+
+
+def test_torch_backend_runs_the_same_schedule_on_the_cpu() -> None:
+    """The CUDA path's code (torch tensors, device random streams) on the CPU."""
+    result = train(_config(1500, "backend=torch", "learning_starts=200"), 3)
+    assert result.backend == "torch"
+    assert result.final_returns.shape == (3,) and np.all(np.isfinite(result.final_returns))
+
+
+def test_sweep_spreads_combinations_over_agents() -> None:
+    configs = agent_configs(
+        _config(100), 8, {"learning_rate": ["1e-3", "3e-4"], "double_dqn": ["true", "false"]}
+    )
+    assert [(c.learning_rate, c.double_dqn) for c in configs[:4]] == [
+        (1e-3, True), (1e-3, False), (3e-4, True), (3e-4, False),
+    ]  # fmt: skip
+    assert [c.seed for c in configs] == [2022 + i for i in range(8)]
+    result = train(_config(1200, "learning_starts=500"), 4, {"double_dqn": ["true", "false"]})
+    assert result.final_returns.shape == (4,)
+
+
+@pytest.mark.parametrize(
+    ("n", "sweep", "message"),
+    [
+        (0, {}, "--agents must be at least 1"),
+        (4, {"learning_rat": ["1", "2"]}, "unknown config key 'learning_rat'"),
+        (4, {"batch_size": ["32", "64"]}, "cannot differ between the agents"),
+        (4, {"gamma": ["0.9"]}, "at least 2 comma-separated values"),
+        (3, {"gamma": ["0.9", "0.99"]}, "not a multiple of the sweep's 2 combinations"),
+        (4, {"gamma": ["0.9", "lots"]}, "gamma"),
+        (4, {"gamma": ["0.9", "2"]}, "gamma"),
+    ],
+)
+def test_bad_population_input(n: int, sweep: dict[str, list[str]], message: str) -> None:
+    with pytest.raises(QiterError, match=message):
+        agent_configs(_config(100), n, sweep)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "overrides", "message"),
+    [
+        ("FlappyBird-v0", [], "supported: CartPole-v1, Acrobot-v1, MountainCar-v0, Pendulum-v1"),
+        ("Pendulum-v1", [], "discrete actions"),
+        ("CartPole-v1", ["dueling=true"], "do not support dueling"),
+    ],
+)
+def test_unsupported_setups_are_refused(env_id: str, overrides: list[str], message: str) -> None:
+    config = resolve_config("CartPole-v1", overrides=[f"env_id={env_id}", *overrides])
+    with pytest.raises(QiterError, match=message):
+        train(config, 2)
+
+
+def test_memory_estimate_says_how_many_fit() -> None:
+    with pytest.raises(QiterError, match=r"at most \d+ agents fit"):
+        check_memory(_config(80_000), 4096, CartPole, available=2**30)
+    check_memory(_config(1000), 4, CartPole, available=2**30)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["FlappyBird-v0", "--agents", "2"],
+        ["CartPole-v1", "--agents", "0"],
+        ["CartPole-v1", "--agents", "2", "--sweep", "nope=1,2"],
+        ["CartPole-v1", "--agents", "2", "--sweep", "gamma"],
+        ["CartPole-v1", "--agents", "2", "--device", "cuda:99"],
+    ],
+)
+def test_cli_errors_are_one_line_and_write_nothing(
+    args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["population", *args, "--steps", "100", "--run-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("qiter: error:") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_trains_and_saves_the_best(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "pop"
+    args = ["population", "CartPole-v1", "--agents", "4", "--steps", "1500", "--sweep", "gamma=0.9,0.99"]
+    assert main([*args, "--run-dir", str(out), "--save-best", "--quiet", "--set", "learning_starts=200"]) == 0
+    printed = capsys.readouterr().out
+    assert "gamma=0.9" in printed and "best.pt" in printed
+    assert (out / "best.pt").exists() and "gamma" in (out / "agents.csv").read_text().splitlines()[0]
+    assert main(["eval", str(out / "best.pt"), "--episodes", "2"]) == 0
