@@ -15,6 +15,7 @@ from qiter.dqn.presets import (
     config_from_dict,
     config_to_dict,
     describe_preset,
+    list_all_presets,
     list_presets,
     load_preset,
     parse_overrides,
@@ -309,7 +310,7 @@ def test_every_preset_has_a_one_line_description(name: str) -> None:
 def test_presets_command_lists_descriptions_in_two_columns(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    names = list_presets()
+    names = list_all_presets()  # the DQN presets, then the other algorithms' as algo/NAME
     assert [line.split()[0] for line in lines] == names
     column = max(map(len, names)) + 2
     for name, line in zip(names, lines):

@@ -12,6 +12,7 @@ checkpoints, resume, early stop. A new algorithm is a config dataclass that inhe
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -29,7 +30,14 @@ from qiter.run_config import RunConfig
 __all__ = ["ALGORITHMS", "Agent", "Evaluation", "TrainedAgent", "Transitions", "agent_class", "load_agent"]
 
 # Algorithm name -> "module:AgentClass", imported only when used (torch and friends load slowly).
-ALGORITHMS: dict[str, str] = {"dqn": "qiter.dqn.agent:DQNAgent"}
+ALGORITHMS: dict[str, str] = {
+    "dqn": "qiter.dqn.agent:DQNAgent",
+    "dqn-discretized": "qiter.continuous.discretized:DiscretizedDQNAgent",
+    "td3": "qiter.continuous.ddpg:TD3Agent",
+    "ddpg": "qiter.continuous.ddpg:DDPGAgent",
+    "naf": "qiter.continuous.naf:NAFAgent",
+    "cem": "qiter.continuous.sampled_max:CEMAgent",
+}
 
 
 class Transitions(NamedTuple):
@@ -70,6 +78,17 @@ class Agent(ABC):
         self.config = config
         self.observation_space = observation_space
         self.action_space = action_space
+
+    @classmethod
+    def make_env(cls, config: RunConfig, render_mode: str | None = None) -> gym.Env:
+        """The environment as this agent sees it (default: ``config.env_id``, observations flattened).
+
+        An agent that needs a view of the task (discretized actions) overrides this; the run loop, the
+        evaluation and :func:`load_agent` all make environments through it.
+        """
+        from qiter.envs import make_env
+
+        return make_env(config.env_id, render_mode=render_mode, flatten=True)
 
     @classmethod
     @abstractmethod
@@ -217,7 +236,6 @@ class TrainedAgent:
         :param exploration_rate: Probability of a random action instead of the greedy one.
         :param video_name: The mp4's name (default ``<algo>-<env_id>``).
         """
-        from qiter.envs import make_env
         from qiter.evaluation import run_episodes
 
         if n_episodes < 1:
@@ -227,7 +245,8 @@ class TrainedAgent:
         if isinstance(env, gym.Env):
             play_env = env
         else:
-            play_env = make_env(env or self.config.env_id, render_mode=render, flatten=True)
+            config = self.config if env is None else dataclasses.replace(self.config, env_id=env)
+            play_env = self.agent.make_env(config, render_mode=render)
         try:
             returns = run_episodes(
                 play_env, self._act_one, n_episodes, exploration_rate, np.random.default_rng(seed), seed=seed,

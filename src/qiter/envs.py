@@ -111,9 +111,25 @@ def require_discrete_actions(env: gym.Env, algo: str) -> int:
     if not isinstance(space, spaces.Discrete):
         raise QiterError(
             f"{algo} needs a Discrete action space, but {env_name(env)} has {space}. "
-            "Continuous actions need another algorithm (for example discretize the actions, or use DDPG/NAF)."
+            "For continuous actions use --algo td3, ddpg, naf or cem, or discretize them (--discretize K)."
         )
     return int(space.n)
+
+
+def require_continuous_actions(env: gym.Env, algo: str) -> tuple[int, ...]:
+    """Return the action shape, or raise if the action space is not a ``Box``.
+
+    :param env: The environment.
+    :param algo: Name of the algorithm, for the message.
+    :return: ``env.action_space.shape``.
+    """
+    space = env.action_space
+    if not isinstance(space, spaces.Box):
+        raise QiterError(
+            f"{algo} needs a continuous (Box) action space, but {env_name(env)} has {space}. "
+            "For discrete actions use --algo dqn."
+        )
+    return tuple(space.shape)
 
 
 def require_box_observations(env: gym.Env, algo: str) -> tuple[int, ...]:

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from qiter.errors import QiterError
+
+# The algorithms of `qiter train --algo`, with what each is for (keys of qiter.agent.ALGORITHMS).
+ALGO_HELP: dict[str, str] = {
+    "dqn": "DQN, discrete actions (a Box action space with --discretize K)",
+    "td3": "TD3, continuous actions (twin critics, delayed actor, target smoothing)",
+    "ddpg": "DDPG, continuous actions (a learned maximizer)",
+    "naf": "NAF, continuous actions (Q quadratic in the action: an exact max)",
+    "cem": "Q-learning whose max is sampled and refined by the cross-entropy method",
+}
 
 # The DQN improvements as flags of `qiter train`: (config key, "flag" or a value's metavar, help).
 OPTION_FLAGS: list[tuple[str, str, str]] = [
@@ -30,9 +40,10 @@ def register(subparsers: Any) -> None:
     """Add the DQN commands to the CLI."""
     p = subparsers.add_parser(
         "train",
-        help="train a DQN agent",
-        description="Train a DQN agent. Settings come from the preset named like the env (if any), then "
-        "--preset, --config and --set overrides, in that order. Each run writes to its own folder.",
+        help="train an agent (DQN, or TD3, DDPG, NAF, CEM for continuous actions)",
+        description="Train an agent. Settings come from the algorithm's preset named like the env (if any), "
+        "then --preset, --config and --set overrides, in that order. Each run writes to its own folder. "
+        "Algorithms (--algo): " + "; ".join(f"{name}: {text}" for name, text in ALGO_HELP.items()) + ".",
     )
     p.add_argument(
         "env_id", nargs="?", help="gymnasium environment id, e.g. CartPole-v1 (not needed with --resume)"
@@ -44,6 +55,13 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one value"
     )
+    p.add_argument(
+        "--algo", choices=list(ALGO_HELP), default="dqn", help="the algorithm (default: dqn); see above"
+    )
+    p.add_argument(
+        "--discretize", type=int, metavar="K",
+        help="DQN on a Box action space: K values per action dimension (at least 2)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, help="random seed (overrides the preset's)")
     p.add_argument("--steps", type=int, help="number of environment steps (n_timesteps)")
     p.add_argument("--device", help="torch device: cpu (default) or cuda")
@@ -100,14 +118,35 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_presets)
 
 
+def _agent_name(args: argparse.Namespace) -> str:
+    """The agent of ``--algo`` and ``--discretize`` (DQN on discretized actions is its own agent)."""
+    if args.discretize is None:
+        return str(args.algo)
+    if args.algo != "dqn":
+        raise QiterError(f"--discretize is for --algo dqn; {args.algo} acts on continuous actions directly")
+    if args.discretize < 2:
+        raise QiterError(f"--discretize needs at least 2 bins per dimension, got {args.discretize}")
+    return "dqn-discretized"
+
+
+def _resumed_algo(run_dir: Path) -> str:
+    """The algorithm of the run in ``run_dir``, read from its latest checkpoint."""
+    from qiter import runs
+
+    checkpoint = runs.latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise QiterError(f"no checkpoint to resume from in {run_dir / runs.CHECKPOINT_DIR}")
+    return str(runs.load_checkpoint(checkpoint).get("algo", "dqn"))
+
+
 def _train(args: argparse.Namespace) -> int:
     from qiter import runs
-    from qiter.config import convert_values, read_config_file
-    from qiter.dqn.agent import DQNAgent
-    from qiter.dqn.config import DQNConfig
-    from qiter.dqn.presets import config_from_dict, parse_overrides, resolve_config
+    from qiter.agent import agent_class
+    from qiter.config import config_from_dict, convert_values, parse_overrides, read_config_file
+    from qiter.dqn.presets import preset_folder, resolve_config
     from qiter.dqn.trainer import train
     from qiter.run_loop import check_env
+    from qiter.run_loop import train as run_train
 
     overrides = list(args.overrides)
     for key, kind, _ in OPTION_FLAGS:
@@ -120,6 +159,11 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"device={args.device}")
     if args.save_buffer:
         overrides.append("save_buffer=true")
+    algo = _resumed_algo(Path(args.resume)) if args.resume else _agent_name(args)
+    if args.discretize is not None and algo == "dqn-discretized":
+        overrides.append(f"discretize={args.discretize}")
+    agent_cls = agent_class(algo)
+    config_cls = agent_cls.config_class
     if args.resume:
         if args.preset is not None or args.run_dir is not None or args.overwrite:
             raise QiterError(
@@ -132,25 +176,30 @@ def _train(args: argparse.Namespace) -> int:
             values["env_id"] = args.env_id
         if args.config is not None:
             values.update(
-                convert_values(DQNConfig, read_config_file(args.config), f"config file {args.config}")
+                convert_values(config_cls, read_config_file(args.config), f"config file {args.config}")
             )
-        values.update(parse_overrides(overrides))
+        values.update(parse_overrides(config_cls, overrides))
         if args.seed is not None:
             values["seed"] = args.seed
-        config = config_from_dict(values)
+        config = config_from_dict(config_cls, values)
     else:
         if args.env_id is None:
             raise QiterError("give an environment id (e.g. `qiter train CartPole-v1`) or --resume RUN_DIR")
-        config = resolve_config(args.env_id, args.preset, args.config, overrides, args.seed)
+        config = resolve_config(
+            args.env_id, args.preset, args.config, overrides, args.seed, cls=config_cls,
+            presets=preset_folder(algo),
+        )  # fmt: skip
         # Check the environment and the folder before a run folder exists, so a mistake leaves nothing behind.
-        check_env(config, DQNAgent)
+        check_env(config, agent_cls)
         if args.run_dir:
             run_dir = runs.claim_run_dir(args.run_dir, overwrite=args.overwrite)
         else:
-            run_dir = runs.make_run_dir(args.runs_dir, config.env_id, DQNAgent.algo, config.seed)
+            run_dir = runs.make_run_dir(args.runs_dir, config.env_id, agent_cls.algo, config.seed)
     if not args.quiet and not args.resume:  # a resume says "Resuming RUN_DIR" once it is checked
         print(f"Run folder: {run_dir}")
-    result = train(
+    # DQN keeps its own entry point (qiter.dqn.train); every other agent goes straight to the run loop.
+    trainer: Any = train if algo == "dqn" else partial(run_train, agent_cls)
+    result = trainer(
         config,
         run_dir,
         resume=bool(args.resume),
@@ -193,14 +242,14 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from qiter.dqn.presets import describe_preset, list_presets, preset_text
+    from qiter.dqn.presets import describe_preset, list_all_presets, preset_text
 
     if args.name:
         # The file itself, not its parsed values: its comments say where the values come from.
         text = preset_text(args.name)
         print(text, end="" if text.endswith("\n") else "\n")
         return 0
-    names = list_presets()
+    names = list_all_presets()  # the DQN presets, then the other algorithms' as algo/NAME
     width = max(map(len, names), default=0)
     for name in names:
         print(f"{name:<{width}}  {describe_preset(name)}".rstrip())

@@ -33,9 +33,11 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "describe_preset",
+    "list_all_presets",
     "list_presets",
     "load_preset",
     "parse_overrides",
+    "preset_folder",
     "preset_text",
     "resolve_config",
     "validate_config",
@@ -56,8 +58,27 @@ def _preset_files(folder: Traversable | None) -> dict[str, Traversable]:
     return {p.name[: -len(".yaml")]: p for p in folder.iterdir() if p.name.endswith(".yaml")}
 
 
+def preset_folder(algo: str) -> Traversable:
+    """The presets of one algorithm: ``qiter/presets`` for DQN, ``qiter/presets/<algo>`` for the others."""
+    root = resources.files("qiter") / "presets"
+    return root if algo == "dqn" else root / algo
+
+
+def list_all_presets() -> list[str]:
+    """The DQN presets, then every other algorithm's as ``algo/NAME`` (what ``qiter presets`` lists)."""
+    root = resources.files("qiter") / "presets"
+    names = list_presets(root)
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")]
+    for sub in sorted(folders, key=lambda p: p.name):
+        names += [f"{sub.name}/{name}" for name in list_presets(sub)]
+    return names
+
+
 def _preset_file(name: str, folder: Traversable | None) -> Traversable:
     """The file of preset ``name`` (any letter case), or an error naming the closest and all presets."""
+    if folder is None and "/" in name:  # another algorithm's preset, as ``qiter presets`` lists it
+        algo, _, name = name.partition("/")
+        folder = preset_folder(algo)
     files = _preset_files(folder)
     if name in files:
         return files[name]

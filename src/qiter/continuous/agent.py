@@ -1,0 +1,209 @@
+"""What every continuous-action agent shares, as the run loop drives it.
+
+At each environment step:
+
+1. :meth:`ContinuousAgent.act`: uniform random actions until ``learning_starts`` (as SB3), then the
+   greedy action in [-1, 1] (each algorithm's :meth:`~ContinuousAgent.greedy_tensor`) plus exploration
+   noise, scaled to the environment's bounds by :class:`~qiter.wrappers.ActionScaler`;
+2. :meth:`ContinuousAgent.observe`: store the transitions with actions back in [-1, 1];
+3. :meth:`ContinuousAgent.update`: every ``update_interval`` steps after ``learning_starts``,
+   ``gradient_steps`` calls of the algorithm's :meth:`~ContinuousAgent.gradient_step`.
+
+An algorithm subclasses :class:`ContinuousAgent` and writes only its networks, its greedy action and its
+gradient step; saving and restoring go through :meth:`~ContinuousAgent.modules`.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
+
+from qiter.agent import Agent, Transitions
+from qiter.buffers.replay import ReplayBuffer, TorchReplayBufferSamples
+from qiter.continuous.config import ContinuousConfig, parse_hidden_sizes
+from qiter.continuous.noise import make_noise
+from qiter.envs import require_box_observations, require_continuous_actions
+from qiter.errors import QiterError
+from qiter.wrappers import ActionScaler, require_bounded_box
+
+__all__ = ["ContinuousAgent", "make_adam", "polyak_update"]
+
+
+def make_adam(parameters: Iterable[th.nn.Parameter], learning_rate: float) -> th.optim.Adam:
+    """Adam with the fused kernel: one pass over all tensors per step (measured: Adam was 13% of a TD3
+    step with 400x300 networks on the CPU, the rest matrix products)."""
+    return th.optim.Adam(parameters, lr=learning_rate, fused=True)
+
+
+def polyak_update(target: th.nn.Module, source: th.nn.Module, tau: float) -> None:
+    """target <- (1 - tau) target + tau source, in one fused call over all parameters."""
+    with th.no_grad():
+        th._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+class ContinuousAgent(Agent):
+    """Base of the agents for bounded Box action spaces (NAF, CEM, DDPG, TD3).
+
+    :param config: The hyperparameters.
+    :param observation_space: A Box space (flattened).
+    :param action_space: A bounded Box space.
+    """
+
+    config_class: ClassVar[type[ContinuousConfig]] = ContinuousConfig
+    fixed_keys: ClassVar[tuple[str, ...]] = ("env_id", "n_envs", "hidden_sizes")
+
+    def __init__(
+        self, config: ContinuousConfig, observation_space: spaces.Space, action_space: spaces.Space
+    ) -> None:
+        super().__init__(config, observation_space, action_space)
+        assert isinstance(observation_space, spaces.Box) and isinstance(action_space, spaces.Box)
+        self.config: ContinuousConfig = config
+        self.device = th.device(config.device)
+        self.obs_dim = int(np.prod(observation_space.shape))
+        self.action_shape = tuple(action_space.shape)
+        self.action_dim = int(np.prod(self.action_shape))
+        self.hidden_sizes = parse_hidden_sizes(config.hidden_sizes)
+        self.scaler = ActionScaler(action_space)
+        self.rng = np.random.default_rng(config.seed)
+        self.noise = make_noise(
+            config.exploration_noise, (config.n_envs, self.action_dim), config.exploration_noise_std,
+            config.ou_theta, self.rng,
+        )  # fmt: skip
+        # The buffer holds actions in [-1, 1], the networks' range.
+        unit_box = spaces.Box(-1.0, 1.0, (self.action_dim,), np.float32)
+        self.buffer = ReplayBuffer(
+            config.replay_buffer_size, observation_space, unit_box, gamma=config.gamma, rng=self.rng,
+            observation_dtype=np.float32, n_envs=config.n_envs,
+        )  # fmt: skip
+        self.num_timesteps = 0
+        self.n_updates = 0
+        self._learning_starts = config.learning_starts
+
+    @classmethod
+    def check_spaces(cls, env: gym.Env) -> None:
+        require_box_observations(env, cls.algo.upper())
+        require_continuous_actions(env, cls.algo.upper())
+        require_bounded_box(env.action_space, cls.algo.upper())
+
+    # -- what each algorithm writes ---------------------------------------------------------------------
+
+    @abstractmethod
+    def greedy_tensor(self, observations: th.Tensor) -> th.Tensor:
+        """The greedy actions in [-1, 1] of a batch of observations (no gradient)."""
+
+    @abstractmethod
+    def gradient_step(self, samples: TorchReplayBufferSamples) -> dict[str, float]:
+        """One gradient step on a batch; returns its metrics."""
+
+    @abstractmethod
+    def modules(self) -> dict[str, th.nn.Module | th.optim.Optimizer]:
+        """The networks and optimizers to save, by name (the policy's networks first)."""
+
+    #: Names in :meth:`modules` that acting needs (what :meth:`load_policy` restores).
+    policy_modules: ClassVar[tuple[str, ...]] = ()
+
+    # -- acting ----------------------------------------------------------------------------------------
+
+    def _greedy_numpy(self, observations: np.ndarray) -> np.ndarray:
+        with th.inference_mode():
+            obs = th.as_tensor(observations, dtype=th.float32, device=self.device)
+            return self.greedy_tensor(obs).cpu().numpy()
+
+    def act(self, observations: np.ndarray, explore: bool = True) -> np.ndarray:
+        if not explore:
+            return self.scaler.to_env(self._greedy_numpy(observations))
+        if self.num_timesteps < self._learning_starts:
+            actions = self.rng.uniform(-1.0, 1.0, (len(observations), self.action_dim))
+        else:
+            actions = self._greedy_numpy(observations)
+            if self.noise is not None:
+                actions = actions + self.noise()
+        return self.scaler.to_env(actions.reshape(len(observations), *self.action_shape))
+
+    def greedy_actor(self) -> Callable[[np.ndarray], np.ndarray]:
+        def act_one(observation: np.ndarray) -> np.ndarray:
+            return self.scaler.to_env(self._greedy_numpy(observation[np.newaxis]))[0]
+
+        return act_one
+
+    # -- learning --------------------------------------------------------------------------------------
+
+    def observe(self, transitions: Transitions) -> None:
+        n = len(transitions.rewards)
+        actions = self.scaler.to_network(transitions.actions).reshape(n, self.action_dim)
+        self.buffer.add(
+            transitions.observations, transitions.next_observations, actions, transitions.rewards,
+            transitions.terminateds, transitions.truncateds,
+        )  # fmt: skip
+        self.num_timesteps += n
+        if self.noise is not None:
+            self.noise.reset(transitions.terminateds | transitions.truncateds)
+
+    def update(self, step: int) -> dict[str, float] | None:
+        cfg = self.config
+        if step <= self._learning_starts:
+            return None
+        # With n_envs copies, the multiples of update_interval in (step - n_envs, step].
+        n_calls = step // cfg.update_interval - (step - cfg.n_envs) // cfg.update_interval
+        if not n_calls:
+            return None
+        totals: dict[str, float] = {}
+        n_steps = n_calls * cfg.gradient_steps
+        for _ in range(n_steps):
+            samples = self.buffer.sample(cfg.batch_size).to_torch(self.device)
+            self.n_updates += 1
+            for key, value in self.gradient_step(samples).items():
+                totals[key] = totals.get(key, 0.0) + value
+        return {key: value / n_steps for key, value in totals.items()}
+
+    # -- saving ----------------------------------------------------------------------------------------
+
+    def state_dict(self, include_buffer: bool = False) -> dict[str, Any]:
+        state: dict[str, Any] = {name: module.state_dict() for name, module in self.modules().items()}
+        state.update(
+            num_timesteps=self.num_timesteps,
+            n_updates=self.n_updates,
+            rng=self.rng.bit_generator.state,
+            noise=self.noise.state_dict() if self.noise is not None else None,
+        )
+        if include_buffer:
+            state["buffer"] = self.buffer.state_dict()
+        return state
+
+    def load_policy(self, state: Mapping[str, Any]) -> None:
+        modules = self.modules()
+        for name in self.policy_modules:
+            _load_module(modules[name], state[name])
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for name, module in self.modules().items():
+            _load_module(module, state[name])
+        self.num_timesteps, self.n_updates = int(state["num_timesteps"]), int(state["n_updates"])
+        self.rng.bit_generator.state = state["rng"]
+        if self.noise is not None and state.get("noise") is not None:
+            self.noise.load_state_dict(state["noise"])
+        if "buffer" in state:
+            self.buffer.load_state_dict(state["buffer"])
+        else:
+            self._learning_starts = self.num_timesteps + self.config.learning_starts
+
+
+def _load_module(module: th.nn.Module | th.optim.Optimizer, saved: Mapping[str, Any]) -> None:
+    """Restore a network (refusing another architecture with one line) or an optimizer."""
+    if isinstance(module, th.optim.Optimizer):
+        module.load_state_dict(dict(saved))
+        return
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in saved.items()}
+    if expected != found:
+        raise QiterError(
+            f"the checkpoint's network does not match the config (check hidden_sizes): checkpoint {found}, "
+            f"config {expected}"
+        )
+    module.load_state_dict(dict(saved))
