@@ -3,6 +3,7 @@
     python scripts/continuous_table.py                                  # every Pendulum-v1 preset, seeds 0 1 2
     python scripts/continuous_table.py --runs td3/Pendulum-v1 ddpg/Pendulum-v1 --steps 50000
     python scripts/continuous_table.py --smoke                          # tiny budgets, to check the script
+    python scripts/continuous_table.py --plot-only runs.jsonl --plot curves.png  # curves of finished runs
 
 Each run uses a preset (``algo/NAME`` as ``qiter presets`` lists it) with its own step budget unless
 ``--steps`` is given, and is scored by the final greedy evaluation of the run loop (10 episodes on seeds no
@@ -74,6 +75,35 @@ def table(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def plot_curves(rows: list[dict[str, object]], out: str) -> None:
+    """Learning curves per preset: the mean over seeds, with the range of the seeds as a band.
+
+    With 3 seeds an interquartile mean or a bootstrap interval says little; the band shows every seed.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for preset in dict.fromkeys(str(r["preset"]) for r in rows):
+        curves = [np.asarray(r["curve"], dtype=float) for r in rows if r["preset"] == preset]
+        length = min(len(c) for c in curves)
+        steps = curves[0][:length, 0]
+        returns = np.stack([c[:length, 1] for c in curves])
+        (line,) = ax.plot(steps, returns.mean(axis=0), label=f"{preset} ({len(curves)} seeds)")
+        ax.fill_between(steps, returns.min(axis=0), returns.max(axis=0), color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("greedy evaluation return")
+    env_ids = sorted({str(r["preset"]).split("/", 1)[-1] for r in rows})
+    ax.set_title(f"{', '.join(env_ids)}: mean over seeds; band: lowest to highest seed")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -85,7 +115,26 @@ def main() -> None:
     parser.add_argument("--jsonl", default="continuous_runs.jsonl", help="append each finished run here")
     parser.add_argument("--out", help="also write the Markdown table to this file")
     parser.add_argument("--smoke", action="store_true", help="300 steps, one seed, 1 evaluation episode")
+    parser.add_argument("--plot", help="also draw the runs' learning curves to this PNG")
+    parser.add_argument(
+        "--plot-only",
+        nargs="+",
+        metavar="JSONL",
+        help="draw --plot from these files of finished runs, train nothing",
+    )
     args = parser.parse_args()
+    if args.plot_only:
+        rows_read = [
+            json.loads(line)
+            for name in args.plot_only
+            for line in Path(name).read_text().splitlines()
+            if line
+        ]
+        # A run repeated in two files (same preset and seed: the same numbers) counts once.
+        finished = list({(r["preset"], r["seed"]): r for r in rows_read}.values())
+        plot_curves(finished, args.plot or "continuous_curves.png")
+        print(table(finished))
+        return
     if args.smoke:
         args.steps, args.seeds, args.eval_episodes = 300, args.seeds[:1], 1
     th.set_num_threads(1)  # comparable times on a shared machine, as the DQN tables
@@ -103,6 +152,8 @@ def main() -> None:
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
+    if args.plot:
+        plot_curves(rows, args.plot)
 
 
 if __name__ == "__main__":
