@@ -3,15 +3,14 @@ short learning check."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch as th
 import yaml
 from gymnasium import spaces
+from torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 
 import qiter
 from qiter.agent import agent_class
@@ -21,15 +20,6 @@ from qiter.errors import QiterError
 from qiter.run_loop import train
 
 ALGOS = ["td3", "ddpg", "naf", "cem", "dqn-discretized"]
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """One torch thread per test worker: two workers with two threads each fight over two cores."""
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
 
 
 def _config(algo: str, **values: object):  # type: ignore[no-untyped-def]

@@ -3,12 +3,11 @@ CEM, TD3's target and its delayed actor."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from qiter.buffers.replay import TorchReplayBufferSamples
 from qiter.continuous.config import DDPGConfig, TD3Config
@@ -19,15 +18,6 @@ from qiter.continuous.sampled_max import cem_max
 
 OBS_SPACE = spaces.Box(-1.0, 1.0, (3,), np.float32)
 ACTION_SPACE = spaces.Box(-2.0, 2.0, (2,), np.float32)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """One torch thread per test worker: two workers with two threads each fight over two cores."""
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
 
 
 def test_naf_advantage_is_zero_at_mu_and_negative_elsewhere() -> None:

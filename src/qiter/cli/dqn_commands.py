@@ -7,6 +7,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from qiter.cli.config_args import add_config_arguments
 from qiter.errors import QiterError
 
 # The algorithms of `qiter train --algo`, with what each is for (keys of qiter.agent.ALGORITHMS).
@@ -48,13 +49,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "env_id", nargs="?", help="gymnasium environment id, e.g. CartPole-v1 (not needed with --resume)"
     )
-    p.add_argument(
-        "--preset", help="preset name (see `qiter presets`); default: the env id's preset if it exists"
-    )
-    p.add_argument("--config", help="YAML file of config values")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one value"
-    )
+    add_config_arguments(p)
     p.add_argument(
         "--algo", choices=list(ALGO_HELP), default="dqn", help="the algorithm (default: dqn); see above"
     )

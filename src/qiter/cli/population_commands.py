@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from qiter.cli.config_args import add_config_arguments
 from qiter.errors import QiterError
 
 
@@ -30,11 +31,7 @@ def register(subparsers: Any) -> None:
         help="give the agents these values of KEY (all combinations of the sweeps, round-robin; N must be "
         "a multiple of their number)",
     )
-    p.add_argument("--preset", help="preset name (see `qiter presets`)")
-    p.add_argument("--config", help="YAML file of config values")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one value"
-    )
+    add_config_arguments(p)
     p.add_argument("--seed", type=int, help="seed of agent 0 (agent i gets seed + i)")
     p.add_argument("--runs-dir", default="runs", help="root folder for run folders (default: runs)")
     p.add_argument("--run-dir", help="exact folder to write instead of a new one under --runs-dir")

@@ -6,15 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from qiter.cli.config_args import add_config_arguments
 from qiter.errors import QiterError
-
-
-def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="preset name (see `qiter presets`); default: the env id's preset if any")
-    p.add_argument("--config", help="YAML file of config values")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one value"
-    )
 
 
 def register(subparsers: Any) -> None:
@@ -35,7 +28,7 @@ def register(subparsers: Any) -> None:
         metavar="KEY=V1,V2",
         help="config values to compare (repeatable)",
     )
-    _config_args(p)
+    add_config_arguments(p)
     p.add_argument("--steps", type=int, help="environment steps of each run (n_timesteps)")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (default: %(default)s)")
     p.add_argument("--out", required=True, help="the sweep's folder")
@@ -57,7 +50,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--trials", type=int, default=20, help="trials in the study (default: %(default)s)")
     p.add_argument("--algo", default="dqn", help="algorithm (default: %(default)s)")
     p.add_argument("--budget", type=int, metavar="STEPS", help="environment steps per trial")
-    _config_args(p)
+    add_config_arguments(p)
     p.add_argument("--seed", type=int, help="seed of every trial's run and of the sampler")
     p.add_argument("--out", default="tune", help="folder for trial runs, study.db and plots (default: tune)")
     p.add_argument("--storage", metavar="URL", help="database URL (default: sqlite:///OUT/study.db)")
