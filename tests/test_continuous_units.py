@@ -10,8 +10,9 @@ from gymnasium import spaces
 from torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from qiter.buffers.replay import TorchReplayBufferSamples
-from qiter.continuous.config import DDPGConfig, TD3Config
+from qiter.continuous.config import DDPGConfig, NAFConfig, TD3Config
 from qiter.continuous.ddpg import ActorCriticAgent, TD3Agent, td_target
+from qiter.continuous.naf import NAFAgent
 from qiter.continuous.networks import NAFNetwork, advantage
 from qiter.continuous.noise import ExplorationNoise
 from qiter.continuous.sampled_max import cem_max
@@ -191,3 +192,30 @@ def test_ornstein_uhlenbeck_noise_has_the_stationary_std_and_resets() -> None:
     assert (
         draws.std() == pytest.approx(0.5, rel=0.05) and abs(np.corrcoef(draws[:-1], draws[1:])[0, 1]) < 0.03
     )
+
+
+def test_naf_gradient_step_regresses_on_the_target_value_and_averages_the_target() -> None:
+    """The TD target is r + gamma (1 - terminated) V_target(s'), from the target network's value head (not
+    the online network, not Q at a stored action); then target <- (1 - tau) target + tau online."""
+    th.manual_seed(0)
+    config = NAFConfig(hidden_sizes="8,8", gamma=0.9, tau=0.25, learning_rate=1e-2)
+    agent = NAFAgent(config, OBS_SPACE, ACTION_SPACE)
+    with th.no_grad():
+        agent.q_target_net.value_head.bias.add_(5.0)  # the target's V differs from the online one's
+    samples = _samples()
+    samples.observations, samples.next_observations = th.randn(4, 3), th.randn(4, 3)
+    samples.actions = th.rand(4, 2) * 2 - 1
+    with th.no_grad():
+        next_v = agent.q_target_net.value(samples.next_observations)
+        expected_target = samples.rewards + 0.9 * next_v * (~samples.terminateds)
+        expected_loss = ((agent.q_net(samples.observations, samples.actions) - expected_target) ** 2).mean()
+    target_before = [p.clone() for p in agent.q_target_net.parameters()]
+    metrics = agent.gradient_step(samples)
+    assert metrics["loss"] == pytest.approx(expected_loss.item(), rel=1e-5)
+    for old, new, online in zip(target_before, agent.q_target_net.parameters(), agent.q_net.parameters()):
+        assert th.allclose(new, 0.75 * old + 0.25 * online, atol=1e-6)
+    # The greedy action is mu(s) in [-1, 1], scaled once to the environment's [-2, 2].
+    obs = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32) * 10
+    mu = agent.q_net.heads(th.as_tensor(obs))[1].detach().numpy()
+    assert np.abs(mu).max() <= 1.0
+    np.testing.assert_allclose(agent.act(obs, explore=False), 2.0 * mu, rtol=1e-6)
