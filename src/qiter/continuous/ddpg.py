@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from gymnasium import spaces
 
 from qiter.buffers.replay import TorchReplayBufferSamples
-from qiter.continuous.agent import ContinuousAgent, make_adam, polyak_update
+from qiter.continuous.agent import ContinuousAgent
 from qiter.continuous.config import ActorCriticConfig, DDPGConfig, TD3Config
 from qiter.continuous.networks import Actor, Critics
+from qiter.optim import make_adam, polyak_update
 
 __all__ = ["ActorCriticAgent", "DDPGAgent", "TD3Agent", "td_target"]
 

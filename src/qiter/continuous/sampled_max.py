@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from gymnasium import spaces
 
 from qiter.buffers.replay import TorchReplayBufferSamples
-from qiter.continuous.agent import ContinuousAgent, make_adam, polyak_update
+from qiter.continuous.agent import ContinuousAgent
 from qiter.continuous.config import CEMConfig
 from qiter.continuous.networks import Critics
+from qiter.optim import make_adam, polyak_update
 
 __all__ = ["CEMAgent", "cem_max"]
 

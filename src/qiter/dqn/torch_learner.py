@@ -14,14 +14,7 @@ from qiter.dqn.fast import NumpyQFunction, supports_numpy
 from qiter.dqn.learner import Learner, TDSettings
 from qiter.dqn.losses import dqn_loss
 from qiter.dqn.networks import QNetwork
-
-
-def make_adam(params: list[th.nn.Parameter], lr: float, eps: float, device: th.device) -> th.optim.Adam:
-    """Adam, fused where this torch build supports it (one kernel for all parameters: far less overhead)."""
-    try:
-        return th.optim.Adam(params, lr=lr, eps=eps, fused=True)
-    except (RuntimeError, TypeError):  # pragma: no cover - older builds or devices without a fused kernel
-        return th.optim.Adam(params, lr=lr, eps=eps, foreach=device.type == "cuda")
+from qiter.optim import make_adam, polyak_update
 
 
 class TorchLearner(Learner):
@@ -84,12 +77,12 @@ class TorchLearner(Learner):
 
     def update_target(self, tau: float = 1.0) -> None:
         """Hard copy (``tau = 1``) or Polyak averaging of the online parameters into the target network."""
+        if tau < 1.0:
+            polyak_update(self.q_target_net, self.q_net, tau)
+            return
         with th.no_grad():
-            if tau >= 1.0:
-                for p_target, p in zip(self.q_target_net.parameters(), self.q_net.parameters()):
-                    p_target.copy_(p)
-            else:
-                th._foreach_lerp_(list(self.q_target_net.parameters()), list(self.q_net.parameters()), tau)
+            for p_target, p in zip(self.q_target_net.parameters(), self.q_net.parameters()):
+                p_target.copy_(p)
 
     def optimizer_state(self) -> dict[str, object]:
         """State of the optimizer for checkpoints."""
