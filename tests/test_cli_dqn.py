@@ -65,6 +65,10 @@ def test_presets_command(capsys: pytest.CaptureFixture[str]) -> None:
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    # The top-level help lists every command's one-line help (argparse %-formats those lines).
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "IQM with 95%" in capsys.readouterr().out
     for name in commands:
         with pytest.raises(SystemExit) as exit_info:
             main([name, "--help"])

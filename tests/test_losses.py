@@ -71,18 +71,20 @@ def batch(weights: th.Tensor | None = None) -> TorchReplayBufferSamples:
 
 def test_dqn_loss_mse_huber_and_weights() -> None:
     # Q(s, a) from the online table: Q(0, 0) = 1, Q(1, 1) = 2; targets: 1 + 0.1 * 20 = 3 and 2 (terminal).
-    loss, td_errors, current_q = dqn_loss(ONLINE, TARGET, batch(), gamma=0.1)
+    loss, td_errors, current_q, max_q = dqn_loss(ONLINE, TARGET, batch(), gamma=0.1)
     np.testing.assert_allclose(current_q.numpy(), [1.0, 2.0])
+    # The largest Q over the batch's states and every action, not only the actions taken.
+    assert float(max_q) == pytest.approx(float(ONLINE(batch().observations).max()))
     np.testing.assert_allclose(td_errors.numpy(), [-2.0, 0.0])
     assert float(loss.detach()) == pytest.approx((4.0 + 0.0) / 2)
     # Huber (delta = 1): |d| - 0.5 beyond 1, d^2 / 2 within.
-    loss, _, _ = dqn_loss(ONLINE, TARGET, batch(), gamma=0.1, loss="huber")
+    loss, *_ = dqn_loss(ONLINE, TARGET, batch(), gamma=0.1, loss="huber")
     assert float(loss.detach()) == pytest.approx((1.5 + 0.0) / 2)
     online = TableQ([[2.5, 3.0], [5.0, 2.0]])  # td error -0.5: the quadratic part
-    loss, _, _ = dqn_loss(online, TARGET, batch(), gamma=0.1, loss="huber")
+    loss, *_ = dqn_loss(online, TARGET, batch(), gamma=0.1, loss="huber")
     assert float(loss.detach()) == pytest.approx(0.5 * 0.25 / 2)
     # PER: the importance weights multiply each sample's loss before the mean.
-    loss, _, _ = dqn_loss(ONLINE, TARGET, batch(th.tensor([0.25, 1.0])), gamma=0.1)
+    loss, *_ = dqn_loss(ONLINE, TARGET, batch(th.tensor([0.25, 1.0])), gamma=0.1)
     assert float(loss.detach()) == pytest.approx(0.25 * 4.0 / 2)
     with pytest.raises(ValueError, match="unknown loss"):
         dqn_loss(ONLINE, TARGET, batch(), gamma=0.1, loss="l1")
@@ -94,8 +96,8 @@ def test_dqn_loss_double_target() -> None:
     # Use a non-terminal second sample: online picks action 1 in state 1 (target 30), DQN would use 40.
     data = batch()
     data.terminateds = th.tensor([False, False])
-    _, td_double, _ = dqn_loss(online, TARGET, data, gamma=0.1, double_dqn=True)
-    _, td_plain, _ = dqn_loss(online, TARGET, data, gamma=0.1)
+    _, td_double, *_ = dqn_loss(online, TARGET, data, gamma=0.1, double_dqn=True)
+    _, td_plain, *_ = dqn_loss(online, TARGET, data, gamma=0.1)
     # Q(1, 1) = 9: targets 2 + 0.1 * 30 = 5 (double) and 2 + 0.1 * 40 = 6 (DQN).
     np.testing.assert_allclose(td_double.numpy(), [1.0 - 3.0, 9.0 - 5.0])
     np.testing.assert_allclose(td_plain.numpy(), [1.0 - 3.0, 9.0 - 6.0])

@@ -200,3 +200,32 @@ def test_a_wrong_environment_leaves_no_folder(tmp_path: Path) -> None:
     with pytest.raises(QiterError, match="DQN needs"):
         train(small_config(env_id="Pendulum-v1"), tmp_path / "run", progress=False, verbose=0)
     assert not (tmp_path / "run").exists()
+
+
+def test_train_csv_logs_the_mean_and_max_q(tmp_path: Path) -> None:
+    train(small_config(), tmp_path / "run", progress=False, verbose=0, tensorboard=False)
+    logged = runs.read_csv(tmp_path / "run", "train")
+    assert len(logged["max_q"]) > 0 and np.all(logged["max_q"] >= logged["mean_q"])
+
+
+def test_q_value_bound() -> None:
+    assert small_config(max_reward=1.0, gamma=0.99).q_value_bound() == pytest.approx(100.0)
+    assert small_config().q_value_bound() is None  # no max_reward declared
+    assert small_config(max_reward=1.0, gamma=1.0).q_value_bound() is None
+
+
+def test_a_mean_q_above_the_bound_warns_once(tmp_path: Path) -> None:
+    # CartPole pays 1 per step; declaring 0.01 makes the bound 1, which the critic passes within 2000 steps.
+    with pytest.warns(
+        QiterWarning, match=r"mean Q-value is .* above max_reward / \(1 - gamma\) = 1\b"
+    ) as caught:
+        train(small_config(max_reward=0.01), tmp_path / "run", progress=False, verbose=0, tensorboard=False)
+    assert sum("mean Q-value" in str(w.message) for w in caught) == 1
+
+
+def test_a_mean_q_within_the_bound_does_not_warn(tmp_path: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", QiterWarning)
+        train(small_config(max_reward=1.0), tmp_path / "run", progress=False, verbose=0, tensorboard=False)

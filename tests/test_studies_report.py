@@ -84,3 +84,22 @@ def test_curve_carries_last_evaluation(sweep: Path) -> None:
     steps, point, low, high = iqm_curve(group, reps=500)
     assert list(steps) == [500, 1000, 1500, 2000, 2500, 3000]
     assert np.all(low <= point) and np.all(point <= high)
+
+
+def test_report_gives_the_peak_mean_q_and_its_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for seed, peak in enumerate([90.0, 130.0]):
+        folder = tmp_path / "runs" / f"seed-{seed}"
+        _fake_run(folder, seed, 1e-3, 500.0)
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        (folder / "config.yaml").write_text(yaml.safe_dump({**config, "max_reward": 1.0, "gamma": 0.99}))
+        (folder / "train.csv").write_text(
+            f"step,loss,mean_q\n1000,0.5,{peak - 40}\n2000,0.4,{peak}\n3000,0.3,80\n"
+        )
+    (row,) = summarize(group_runs(load_runs([tmp_path / "runs"])), reps=200)
+    assert row.peak_mean_q == pytest.approx(130.0)  # the largest of any run, at any step
+    assert row.q_bound == pytest.approx(100.0)
+    assert main(["report", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "peak mean Q (bound)" in out and "| 130 (100) |" in out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,6 +54,34 @@ class Transitions(NamedTuple):
     rewards: np.ndarray
     terminateds: np.ndarray
     truncateds: np.ndarray
+
+
+class MetricSummary:
+    """Summarizes the metrics of many gradient steps: the mean of each, the maximum of a ``max_`` one."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, metrics: Mapping[str, float]) -> None:
+        """Take in the metrics of one step (or of one call of :meth:`Agent.update`)."""
+        totals = self.totals
+        for key, value in metrics.items():
+            if key.startswith("max_"):
+                totals[key] = max(totals.get(key, -math.inf), value)
+            else:
+                totals[key] = totals.get(key, 0.0) + value
+        self.count += 1
+
+    def summary(self) -> dict[str, float]:
+        """The summary of what was added since the last :meth:`clear`."""
+        n = max(self.count, 1)
+        return {k: v if k.startswith("max_") else v / n for k, v in self.totals.items()}
+
+    def clear(self) -> None:
+        """Start a new summary."""
+        self.totals.clear()
+        self.count = 0
 
 
 class Agent(ABC):
@@ -112,8 +141,10 @@ class Agent(ABC):
     def update(self, step: int) -> dict[str, float] | None:
         """Learn what is due at environment step ``step``.
 
-        :return: Metrics of the gradient steps made (averaged over them), or ``None`` when none was made.
-            The run loop stops the run if one of them is NaN or infinite.
+        :return: Metrics of the gradient steps made (averaged over them; a ``max_`` metric is their
+            maximum), or ``None`` when none was made. The run loop stops the run if one of them is NaN or
+            infinite. ``mean_q`` (mean Q(s, a) of the minibatches) is checked against the config's
+            :meth:`~qiter.run_config.RunConfig.q_value_bound`.
         """
 
     def metrics(self) -> dict[str, float]:

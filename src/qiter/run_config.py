@@ -22,6 +22,10 @@ class RunConfig:
     seed: int = 2023
     n_timesteps: int = 20_000  # environment steps in total, over all copies of the environment
     n_envs: int = 1  # copies of the environment stepped together (a gymnasium vector env when > 1)
+    gamma: float = 0.99  # discount factor of every value-based algorithm
+    # The largest reward of one step, when known (CartPole: 1): Q-values cannot exceed
+    # max_reward / (1 - gamma), and a run whose mean Q goes far above that bound is warned about.
+    max_reward: float | None = None
     # Evaluation, early stopping, checkpoints
     n_eval_episodes: int = 10
     evaluation_interval: int = 1000  # 0: no periodic evaluation
@@ -41,6 +45,9 @@ class RunConfig:
         need(bool(self.env_id), "env_id", "a gymnasium environment id")
         need(self.n_timesteps >= 1, "n_timesteps", "at least 1")
         need(self.n_envs >= 1, "n_envs", "at least 1")
+        need(0 < self.gamma <= 1, "gamma", "in (0, 1]")
+        if self.max_reward is not None:
+            need(math.isfinite(self.max_reward), "max_reward", "a finite number (or none)")
         need(self.n_eval_episodes >= 1, "n_eval_episodes", "at least 1")
         need(self.evaluation_interval >= 0, "evaluation_interval", "at least 0 (0: no periodic evaluation)")
         need(0 <= self.eval_exploration_rate <= 1, "eval_exploration_rate", "in [0, 1]")
@@ -54,3 +61,12 @@ class RunConfig:
             need(not math.isnan(self.stop_at_return), "stop_at_return", "a number (or none)")
         # Last, so a config error is reported before the machine is examined.
         check_device(self.device)
+
+    def q_value_bound(self) -> float | None:
+        """``max_reward / (1 - gamma)``: no discounted return can be worth more (``None`` when unknown).
+
+        With ``gamma = 1`` the bound is infinite unless episodes are limited, so it is ``None`` too.
+        """
+        if self.max_reward is None or self.gamma >= 1:
+            return None
+        return self.max_reward / (1.0 - self.gamma)

@@ -33,7 +33,7 @@ import torch as th
 from threadpoolctl import threadpool_limits
 
 from qiter import runs
-from qiter.agent import Agent, Evaluation, Transitions
+from qiter.agent import Agent, Evaluation, MetricSummary, Transitions
 from qiter.config import config_to_dict
 from qiter.errors import QiterError, QiterWarning
 from qiter.evaluation import run_episodes
@@ -329,8 +329,7 @@ def train(
     eval_env.reset(seed=config.seed + EVAL_SEED_OFFSET + step)
     n_envs = envs.n_envs
     last_return = math.nan
-    metric_sums: dict[str, float] = {}
-    n_metric_rows = 0
+    metric_summary = MetricSummary()
     # Intervals are counted in environment steps; with n_envs copies the loop advances n_envs at a time.
     next_log = (step // LOG_INTERVAL + 1) * LOG_INTERVAL
     eval_interval = config.evaluation_interval
@@ -338,6 +337,8 @@ def train(
     checkpoint_interval = config.checkpoint_interval or config.evaluation_interval or config.n_timesteps
     next_checkpoint = (step // checkpoint_interval + 1) * checkpoint_interval
     stopped_early = False
+    q_bound = config.q_value_bound()
+    q_watch = QValueWatch(q_bound) if q_bound is not None else None
 
     bar = None
     if progress:
@@ -381,8 +382,7 @@ def train(
                             "kept; try a smaller learning rate, the huber loss or gradient clipping "
                             "(max_grad_norm)."
                         )
-                    metric_sums[key] = metric_sums.get(key, 0.0) + value
-                n_metric_rows += 1
+                metric_summary.add(metrics)
 
             if step >= next_log:
                 next_log += LOG_INTERVAL
@@ -390,11 +390,13 @@ def train(
                 sps = (step - interval_step) / max(now - interval_time, 1e-9)
                 interval_time, interval_step = now, step
                 schedules = agent.metrics()
-                if logger is not None and n_metric_rows > 0:
-                    row = {k: v / n_metric_rows for k, v in metric_sums.items()}
-                    logger.log("train", step, {**row, **schedules, "steps_per_second": sps})
-                metric_sums.clear()
-                n_metric_rows = 0
+                if metric_summary.count > 0:
+                    row = metric_summary.summary()
+                    if logger is not None:
+                        logger.log("train", step, {**row, **schedules, "steps_per_second": sps})
+                    if q_watch is not None:
+                        q_watch.check(step, row.get("mean_q"))
+                metric_summary.clear()
                 if bar is not None:
                     bar.update(step - bar.n)
                     postfix = {"sps": f"{sps:,.0f}", "ret": f"{last_return:.1f}"}
@@ -479,6 +481,37 @@ def train(
                 },
             )
     return result
+
+
+class QValueWatch:
+    """Warns once when the mean Q-value goes far above what any return can be worth.
+
+    With rewards at most ``max_reward`` and discount ``gamma``, no Q-value can exceed
+    ``bound = max_reward / (1 - gamma)``. A mean Q well above it is not a number to hide: the critic is
+    diverging, whatever the returns say.
+
+    :param bound: The config's :meth:`~qiter.run_config.RunConfig.q_value_bound`.
+    :param margin: How far above the bound warns, as a fraction of ``|bound|`` (at least 1 in absolute
+        value, so a bound of 0 is not warned about for noise).
+    """
+
+    def __init__(self, bound: float, margin: float = 0.5) -> None:
+        self.bound = bound
+        self.limit = bound + margin * max(abs(bound), 1.0)
+        self.warned = False
+
+    def check(self, step: int, mean_q: float | None) -> None:
+        """Warn (once per run) if ``mean_q`` exceeds the limit at ``step``."""
+        if self.warned or mean_q is None or mean_q <= self.limit:
+            return
+        self.warned = True
+        warnings.warn(
+            f"at step {step} the mean Q-value is {mean_q:.4g}, above max_reward / (1 - gamma) = {self.bound:.4g}, "
+            "which no return can exceed: the critic is overestimating (usually a target network updated too "
+            "often, a learning rate too high, or the max over noisy estimates; see docs/stability.md)",
+            QiterWarning,
+            stacklevel=2,
+        )
 
 
 def _schedule_note(agent: Agent) -> str:

@@ -5,7 +5,7 @@ One run, one folder::
     runs/<env_id>/<algo>-<seed>-<YYYYmmdd-HHMMSS>/
         config.yaml          the resolved config (what a resume reads back)
         episodes.csv         one row per finished episode (return, length, epsilon)
-        train.csv            one row per log interval (loss, mean_q, epsilon, learning_rate, steps_per_second)
+        train.csv            one row per log interval (loss, mean_q, max_q, epsilon, learning_rate, steps_per_second)
         eval.csv             one row per periodic evaluation (mean_return, std_return)
         tb/                  the same scalars for TensorBoard (``<kind>/<key>``)
         checkpoints/         ``latest.pt``, ``best.pt`` (written atomically)

@@ -69,10 +69,10 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "plot",
-        help="learning curves of runs grouped by setting: IQM with 95% bootstrap band",
+        help="learning curves of runs grouped by setting: IQM with 95%% bootstrap band",
         description="Plot the evaluation return of runs (run folders, sweeps or tuning folders), grouped by "
         "setting (configs equal but for the seed): interquartile mean across seeds and its stratified-"
-        "bootstrap 95%% confidence band (rliable).",
+        "bootstrap 95% confidence band (rliable).",
     )
     p.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_SWEEP", help="folders holding runs")
     p.add_argument("--out", required=True, help="the PNG file")
@@ -81,10 +81,11 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "report",
-        help="markdown table of final returns per setting: IQM [95% CI], mean ± std",
+        help="markdown table of final returns per setting: IQM [95%% CI], mean ± std",
         description="Print a markdown table of the final greedy return of each setting: IQM with its "
-        "stratified-bootstrap 95%% interval, mean ± std, the fraction of seeds above --threshold, and time "
-        "per run.",
+        "stratified-bootstrap 95% interval, mean ± std, the fraction of seeds above --threshold, the largest "
+        "mean Q-value any run logged (beside max_reward / (1 - gamma) when the config declares max_reward), "
+        "and time per run.",
     )
     p.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_SWEEP", help="folders holding runs")
     p.add_argument("--threshold", type=float, help="also give the fraction of seeds reaching this return")

@@ -24,7 +24,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from qiter.agent import Agent, Transitions
+from qiter.agent import Agent, MetricSummary, Transitions
 from qiter.buffers.replay import ReplayBuffer, TorchReplayBufferSamples
 from qiter.continuous.config import ContinuousConfig, parse_hidden_sizes
 from qiter.continuous.noise import make_noise
@@ -141,14 +141,12 @@ class ContinuousAgent(Agent):
         n_calls = step // cfg.update_interval - (step - cfg.n_envs) // cfg.update_interval
         if not n_calls:
             return None
-        totals: dict[str, float] = {}
-        n_steps = n_calls * cfg.gradient_steps
-        for _ in range(n_steps):
+        metrics = MetricSummary()
+        for _ in range(n_calls * cfg.gradient_steps):
             samples = self.buffer.sample(cfg.batch_size).to_torch(self.device)
             self.n_updates += 1
-            for key, value in self.gradient_step(samples).items():
-                totals[key] = totals.get(key, 0.0) + value
-        return {key: value / n_steps for key, value in totals.items()}
+            metrics.add(self.gradient_step(samples))
+        return metrics.summary()
 
     # -- saving ----------------------------------------------------------------------------------------
 

@@ -40,7 +40,6 @@ class ContinuousConfig(RunConfig):
     # Networks: hidden layer sizes, comma-separated (SB3's TD3 default is 400,300)
     hidden_sizes: str = "400,300"
     learning_rate: float = 1e-3
-    gamma: float = 0.99
     tau: float = 0.005  # Polyak averaging coefficient of the target networks
     # Exploration noise, added to the greedy action in [-1, 1]
     exploration_noise: Literal["normal", "ornstein-uhlenbeck", "none"] = "normal"
@@ -57,7 +56,6 @@ class ContinuousConfig(RunConfig):
         need(self.gradient_steps >= 1, "gradient_steps", "at least 1")
         need(bool(parse_hidden_sizes(self.hidden_sizes)), "hidden_sizes", "positive integers, e.g. 400,300")
         need(self.learning_rate > 0, "learning_rate", "positive")
-        need(0 <= self.gamma <= 1, "gamma", "in [0, 1]")
         need(0 < self.tau <= 1, "tau", "in (0, 1]")
         need(self.exploration_noise_std >= 0, "exploration_noise_std", "at least 0")
         need(0 <= self.ou_theta <= 1, "ou_theta", "in [0, 1]")

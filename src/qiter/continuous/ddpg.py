@@ -112,7 +112,8 @@ class ActorCriticAgent(ContinuousAgent):
         return {
             "critic_loss": float(critic_loss.item()) / cfg.n_critics,
             "actor_loss": self._last_actor_loss,
-            "mean_q": float(q_values[0].mean().item()),
+            "mean_q": float(q_values[0].detach().mean()),
+            "max_q": float(q_values[0].detach().max()),
         }
 
     def _actor_step(self, observations: th.Tensor) -> float:

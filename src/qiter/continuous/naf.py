@@ -60,7 +60,8 @@ class NAFAgent(ContinuousAgent):
         loss.backward()
         self.optimizer.step()
         polyak_update(self.q_target_net, self.q_net, cfg.tau)
-        return {"loss": float(loss.item()), "mean_q": float(q_values.mean().item())}
+        q = q_values.detach()
+        return {"loss": float(loss.item()), "mean_q": float(q.mean()), "max_q": float(q.max())}
 
     def modules(self) -> dict[str, th.nn.Module | th.optim.Optimizer]:
         return {"q_net": self.q_net, "q_target_net": self.q_target_net, "optimizer": self.optimizer}

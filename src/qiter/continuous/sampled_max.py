@@ -128,7 +128,12 @@ class CEMAgent(ContinuousAgent):
         loss.backward()
         self.optimizer.step()
         polyak_update(self.q_target_net, self.q_net, cfg.tau)
-        return {"loss": float(loss.item()) / cfg.n_critics, "mean_q": float(q_values[0].mean().item())}
+        q = q_values[0].detach()
+        return {
+            "loss": float(loss.item()) / cfg.n_critics,
+            "mean_q": float(q.mean()),
+            "max_q": float(q.max()),
+        }
 
     def modules(self) -> dict[str, th.nn.Module | th.optim.Optimizer]:
         return {"q_net": self.q_net, "q_target_net": self.q_target_net, "optimizer": self.optimizer}

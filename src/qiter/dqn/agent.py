@@ -73,6 +73,7 @@ def build_q_network(
         config.n_hidden_layers,
         config.activation,
         config.dueling,
+        config.layer_norm,
     )
 
 
@@ -86,7 +87,7 @@ def make_learner(config: DQNConfig, q_net: QNetwork, q_target_net: QNetwork) -> 
     if use_numpy:
         if device.type != "cpu" or not supports_numpy(q_net):
             raise QiterError(
-                "backend 'numpy' needs device 'cpu' and a relu or tanh network; use backend 'auto' or 'torch'"
+                "backend 'numpy' needs device 'cpu' and a relu or tanh network (layer_norm allowed); use backend 'auto' or 'torch'"
             )
         return NumpyLearner(q_net, q_target_net, settings)
     q_net.to(device)
@@ -141,6 +142,7 @@ class DQNAgent(Agent):
     config_class = DQNConfig
     fixed_keys: ClassVar[tuple[str, ...]] = (
         "env_id", "n_envs", "n_hidden_units", "n_hidden_layers", "activation", "dueling",
+        "layer_norm",
     )  # fmt: skip
 
     def __init__(
@@ -253,17 +255,18 @@ class DQNAgent(Agent):
         per_buffer = self.per_buffer
         if per_buffer is not None:
             per_buffer.beta = linear_schedule(cfg.per_beta_initial, cfg.per_beta_final, step, cfg.n_timesteps)
-        loss_sum, q_sum = 0.0, 0.0
+        loss_sum, q_sum, max_q = 0.0, 0.0, -math.inf
         n_updates = n_calls * cfg.gradient_steps
         for _ in range(n_updates):
             samples = self.buffer.sample(cfg.batch_size, self._greedy_policy)
-            loss, mean_q, td_errors = self.learner.update(samples)
+            result = self.learner.update(samples)
             if per_buffer is not None:
                 assert samples.indices is not None
-                per_buffer.update_priorities(samples.indices, td_errors)
-            loss_sum += loss
-            q_sum += mean_q
-        return {"loss": loss_sum / n_updates, "mean_q": q_sum / n_updates}
+                per_buffer.update_priorities(samples.indices, result.td_errors)
+            loss_sum += result.loss
+            q_sum += result.mean_q
+            max_q = max(max_q, result.max_q)
+        return {"loss": loss_sum / n_updates, "mean_q": q_sum / n_updates, "max_q": max_q}
 
     # -- saving ----------------------------------------------------------------------------------------
 

@@ -34,14 +34,14 @@ class DQNConfig(RunConfig):
     n_hidden_layers: int = 2
     activation: Literal["relu", "tanh", "elu", "gelu"] = "relu"
     dueling: bool = False
+    layer_norm: bool = False  # layer normalization in the hidden layers (keeps Q-values bounded)
     # Optimizer and loss
     learning_rate: float = 3e-4
     learning_rate_final: float | None = None  # linear decay to this value over the run when set
     loss: Literal["mse", "huber"] = "mse"
     max_grad_norm: float | None = None
     adam_eps: float = 1e-8
-    # TD target
-    gamma: float = 0.99
+    # TD target (gamma is a RunConfig field: every value-based run has one)
     double_dqn: bool = False
     n_steps: int = 1
     n_step_cut: Literal["none", "greedy"] = "none"
@@ -92,7 +92,6 @@ class DQNConfig(RunConfig):
         if self.max_grad_norm is not None:
             need(self.max_grad_norm > 0, "max_grad_norm", "positive (or none)")
         need(self.adam_eps > 0, "adam_eps", "positive")
-        need(0 < self.gamma <= 1, "gamma", "in (0, 1]")
         need(0 < self.tau <= 1, "tau", "in (0, 1] (1 is a hard copy)")
         for key in ("exploration_initial_eps", "exploration_final_eps", "exploration_fraction"):
             need(0 <= getattr(self, key) <= 1, key, "in [0, 1]")

@@ -14,27 +14,70 @@ both paths against each other on the same batches.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch as th
 import torch.nn as nn
 
 from qiter.buffers.replay import ReplayBufferSamples
-from qiter.dqn.learner import Learner, TDSettings
+from qiter.dqn.learner import Learner, TDSettings, UpdateResult
 from qiter.dqn.networks import QNetwork
 
 SUPPORTED_ACTIVATIONS = (nn.ReLU, nn.Tanh)
 
+#: One hidden layer as the numpy path sees it: the linear map, its layer norm (or ``None``), the activation.
+HiddenLayer = tuple[nn.Linear, nn.LayerNorm | None, nn.Module]
+
+
+def parse_mlp(q_net: nn.Module) -> tuple[list[HiddenLayer], nn.Linear] | None:
+    """Split a :class:`QNetwork`'s ``q_net`` into hidden layers and the output layer, or ``None`` when the
+    numpy path cannot run it.
+
+    Accepted: ``Linear [-> LayerNorm] -> activation`` repeated, then a final ``Linear``, with one activation
+    kind (ReLU or Tanh) and either a layer norm in every hidden layer or in none (the layouts
+    :func:`qiter.dqn.networks._mlp` builds). Both :func:`supports_numpy` and :class:`NumpyQFunction` read
+    the network through this function, so what is accepted is exactly what is computed.
+
+    :param q_net: The network to inspect.
+    :return: ``(hidden layers, output layer)``, or ``None`` for any other layout.
+    """
+    if not isinstance(q_net, QNetwork):
+        return None
+    mods = list(q_net.q_net)
+    if not mods or not isinstance(mods[-1], nn.Linear):
+        return None
+    hidden: list[HiddenLayer] = []
+    i = 0
+    while i < len(mods) - 1:
+        linear, norm = mods[i], None
+        if not isinstance(linear, nn.Linear) or linear.bias is None:
+            return None
+        i += 1
+        candidate = mods[i]
+        if isinstance(candidate, nn.LayerNorm):
+            # The backward pass below is written for the default affine norm over the layer's features.
+            affine = candidate.weight is not None and candidate.bias is not None
+            if not affine or candidate.normalized_shape != (linear.out_features,):
+                return None
+            norm = candidate
+            i += 1
+        if i >= len(mods) - 1 or not isinstance(mods[i], SUPPORTED_ACTIVATIONS):
+            return None
+        hidden.append((linear, norm, mods[i]))
+        i += 1
+    # One activation kind and one layout for all layers: the loops choose them once, not per layer.
+    if len({type(act) for _, _, act in hidden}) > 1 or len({norm is None for _, norm, _ in hidden}) > 1:
+        return None
+    output = mods[-1]
+    return (hidden, output) if output.bias is not None else None
+
 
 def supports_numpy(q_net: nn.Module) -> bool:
-    """Whether the numpy path can run this network (a CPU MLP of Linear layers with ReLU or Tanh)."""
-    if not isinstance(q_net, QNetwork):
-        return False
-    mods = list(q_net.q_net)
-    activations = [m for m in mods if not isinstance(m, nn.Linear)]
+    """Whether the numpy path can run this network: a CPU MLP of Linear layers, optionally each followed by
+    a LayerNorm, with ReLU or Tanh (see :func:`parse_mlp`)."""
     on_cpu = all(p.device.type == "cpu" for p in q_net.parameters())
-    same_kind = len({type(m) for m in activations}) <= 1
-    return on_cpu and same_kind and all(isinstance(m, SUPPORTED_ACTIVATIONS) for m in activations)
+    return on_cpu and parse_mlp(q_net) is not None
 
 
 def flatten_parameters(module: nn.Module) -> np.ndarray:
@@ -55,17 +98,52 @@ def flatten_parameters(module: nn.Module) -> np.ndarray:
     return flat.numpy()
 
 
+def mlp_modules(q_net: nn.Module) -> tuple[list[nn.Linear], list[nn.LayerNorm]]:
+    """The Linear layers (hidden ones, then the output layer) and the LayerNorms of a supported network.
+
+    :param q_net: A network that :func:`parse_mlp` accepts.
+    :raises ValueError: For any other network (the numpy path would compute something else).
+    """
+    parsed = parse_mlp(q_net)
+    if parsed is None:
+        raise ValueError(f"the numpy path cannot run this network (see supports_numpy): {q_net}")
+    hidden, output = parsed
+    linears = [linear for linear, _, _ in hidden] + [output]
+    norms = [norm for _, norm, _ in hidden if norm is not None]
+    return linears, norms
+
+
+class ForwardCache:
+    """What :meth:`NumpyQFunction.backward` needs from the forward pass it differentiates.
+
+    :ivar inputs: The input of every Linear layer: the observations, then each hidden activation's output.
+    :ivar normalized: Per LayerNorm, the normalized features ``(x - mean) / std`` (before scale and shift).
+    :ivar inv_std: Per LayerNorm, ``1 / sqrt(var + eps)`` of each row, shape (batch, 1).
+    """
+
+    __slots__ = ("inputs", "inv_std", "normalized")
+
+    def __init__(self) -> None:
+        self.inputs: list[np.ndarray] = []
+        self.normalized: list[np.ndarray] = []
+        self.inv_std: list[np.ndarray] = []
+
+
 class NumpyQFunction:
     """numpy views of a :class:`QNetwork`'s layers: forward passes without torch overhead.
 
-    :param q_net: A CPU network (its parameters are shared, not copied).
+    :param q_net: A CPU network that :func:`supports_numpy` accepts (its parameters are shared, not copied).
     """
 
     def __init__(self, q_net: QNetwork) -> None:
-        linears = [m for m in q_net.q_net if isinstance(m, nn.Linear)]
+        linears, norms = mlp_modules(q_net)
         self.weights = [m.weight.detach().numpy() for m in linears]  # (out, in), as torch stores them
         self.biases = [m.bias.detach().numpy() for m in linears]
-        activations = [m for m in q_net.q_net if not isinstance(m, nn.Linear)]
+        # The LayerNorms' scale (gamma) and shift (beta), one per hidden layer, or none at all.
+        self.norm_weights = [m.weight.detach().numpy() for m in norms]
+        self.norm_biases = [m.bias.detach().numpy() for m in norms]
+        self.layer_norm = bool(norms)
+        activations = [m for m in q_net.q_net if isinstance(m, SUPPORTED_ACTIVATIONS)]
         self.tanh = bool(activations) and isinstance(activations[0], nn.Tanh)
         self.dueling = q_net.dueling
         self.dtype = self.weights[0].dtype
@@ -74,21 +152,26 @@ class NumpyQFunction:
         # The hidden layers and the output layer apart, so the per-step loops test nothing per layer.
         self._hidden = list(zip(self.weights[:-1], self.biases[:-1]))
         self._output = (self.weights[-1], self.biases[-1])
+        self._norms = [(g, b, float(m.eps)) for g, b, m in zip(self.norm_weights, self.norm_biases, norms)]
+        self._row_mean = [np.full((len(g), 1), 1.0 / len(g), dtype=self.dtype) for g in self.norm_weights]
 
-    def forward(self, x: np.ndarray, cache: list[np.ndarray] | None = None) -> np.ndarray:
+    def forward(self, x: np.ndarray, cache: ForwardCache | None = None) -> np.ndarray:
         """Q-values of a batch of observations, shape (batch, n_actions).
 
         :param x: Observations, shape (batch, obs_dim).
-        :param cache: When given, the input of every layer is appended to it (for :meth:`backward`).
+        :param cache: When given, filled with what :meth:`backward` needs (layer inputs, layer norm
+            statistics).
         """
         h = x
         last = len(self.layers) - 1
         for i, (w_t, b) in enumerate(self.layers):
             if cache is not None:
-                cache.append(h)
+                cache.inputs.append(h)
             h = h @ w_t
             h += b
             if i < last:
+                if self.layer_norm:
+                    h = self._layer_norm(h, i, cache)
                 # Inlined activation: this runs twice per layer and update, a method call shows.
                 if self.tanh:
                     np.tanh(h, out=h)
@@ -99,11 +182,70 @@ class NumpyQFunction:
             return h[:, :1] + advantage - advantage.mean(axis=1, keepdims=True)
         return h
 
+    def _layer_norm(self, h: np.ndarray, i: int, cache: ForwardCache | None) -> np.ndarray:
+        """``nn.LayerNorm`` of hidden layer ``i`` on a batch, each row normalized over its features.
+
+        :param h: The Linear layer's output, shape (batch, units); overwritten with the normalized features.
+        :param i: Index of the hidden layer.
+        :param cache: When given, receives the normalized features and the inverse standard deviations.
+        :return: ``gamma * (h - mean) / sqrt(var + eps) + beta``.
+        """
+        gamma, beta, eps = self._norms[i]
+        # Row means as a product with a (units, 1) column of 1/units: one BLAS call, about half the cost of
+        # numpy's reduction along the last axis on these small arrays.
+        row_mean = self._row_mean[i]
+        h -= h @ row_mean
+        # The biased variance (divided by units, not units - 1), as torch's LayerNorm computes it.
+        inv_std = (h * h) @ row_mean
+        inv_std += eps
+        np.sqrt(inv_std, out=inv_std)
+        np.divide(1.0, inv_std, out=inv_std)
+        h *= inv_std
+        if cache is None:
+            h *= gamma
+            h += beta
+            return h
+        # The backward pass needs the normalized features themselves: the affine map goes to a new array.
+        cache.normalized.append(h)
+        cache.inv_std.append(inv_std)
+        out = h * gamma
+        out += beta
+        return out
+
+    @staticmethod
+    def _layer_norm_1d(h: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> None:
+        """``nn.LayerNorm`` of one feature vector, in place (scalar statistics, no axis bookkeeping).
+
+        :param h: The features of one observation, overwritten with the result.
+        :param gamma: The LayerNorm's weight.
+        :param beta: The LayerNorm's bias.
+        :param eps: The LayerNorm's epsilon.
+        """
+        n = len(h)
+        h -= np.add.reduce(h) / n
+        h *= 1.0 / math.sqrt(float(h @ h) / n + eps)
+        h *= gamma
+        h += beta
+
     def act(self, observation: np.ndarray) -> int:
         """Greedy action for one observation (matrix-vector products, no batch dimension)."""
         h = observation
-        # Once per environment step: the activation is chosen outside the loop over layers.
-        if self.tanh:
+        # Once per environment step: the layout and the activation are chosen outside the loop over layers.
+        if self.layer_norm:
+            norm = self._layer_norm_1d
+            if self.tanh:
+                for (w, b), (gamma, beta, eps) in zip(self._hidden, self._norms):
+                    h = w @ h
+                    h += b
+                    norm(h, gamma, beta, eps)
+                    np.tanh(h, out=h)
+            else:
+                for (w, b), (gamma, beta, eps) in zip(self._hidden, self._norms):
+                    h = w @ h
+                    h += b
+                    norm(h, gamma, beta, eps)
+                    np.maximum(h, 0, out=h)
+        elif self.tanh:
             for w, b in self._hidden:
                 h = w @ h
                 h += b
@@ -124,14 +266,22 @@ class NumpyQFunction:
         return self.forward(observations.astype(self.dtype, copy=False)).argmax(axis=1)
 
     def backward(
-        self, cache: list[np.ndarray], d_q: np.ndarray, grads_w: list[np.ndarray], grads_b: list[np.ndarray]
+        self,
+        cache: ForwardCache,
+        d_q: np.ndarray,
+        grads_w: list[np.ndarray],
+        grads_b: list[np.ndarray],
+        grads_norm_w: Sequence[np.ndarray] = (),
+        grads_norm_b: Sequence[np.ndarray] = (),
     ) -> None:
         """Backpropagate ``d_q = dLoss/dQ`` (batch, n_actions) and write the gradients in place.
 
-        :param cache: Layer inputs recorded by :meth:`forward`.
+        :param cache: What :meth:`forward` recorded.
         :param d_q: Gradient of the loss with respect to the Q-values.
-        :param grads_w: Output arrays for the weight gradients (views of the flat gradient).
-        :param grads_b: Output arrays for the bias gradients.
+        :param grads_w: Output arrays for the Linear weight gradients (views of the flat gradient).
+        :param grads_b: Output arrays for the Linear bias gradients.
+        :param grads_norm_w: Output arrays for the LayerNorm weight gradients (networks with layer norm).
+        :param grads_norm_b: Output arrays for the LayerNorm bias gradients (networks with layer norm).
         """
         if self.dueling:
             # Q_j = V + A_j - mean(A): dV = sum_j dQ_j, dA_k = dQ_k - mean_j dQ_j.
@@ -140,8 +290,11 @@ class NumpyQFunction:
             delta[:, 1:] = d_q - d_q.mean(axis=1, keepdims=True)
         else:
             delta = d_q
+        if len(grads_norm_w) != len(self.norm_weights) or len(grads_norm_b) != len(self.norm_biases):
+            raise ValueError("backward needs one gradient array per LayerNorm weight and bias")
+        # delta is dLoss/d(output of Linear i); each pass turns it into that of Linear i - 1.
         for i in range(len(self.weights) - 1, -1, -1):
-            h_in = cache[i]
+            h_in = cache.inputs[i]
             np.matmul(delta.T, h_in, out=grads_w[i])
             np.add.reduce(delta, 0, out=grads_b[i])
             if i > 0:
@@ -151,6 +304,42 @@ class NumpyQFunction:
                     delta *= 1.0 - h_in * h_in
                 else:
                     delta *= h_in > 0
+                if self.layer_norm:
+                    delta = self._layer_norm_backward(
+                        delta, i - 1, cache, grads_norm_w[i - 1], grads_norm_b[i - 1]
+                    )
+
+    def _layer_norm_backward(
+        self, delta: np.ndarray, i: int, cache: ForwardCache, grad_gamma: np.ndarray, grad_beta: np.ndarray
+    ) -> np.ndarray:
+        """Backpropagate through the LayerNorm of hidden layer ``i``.
+
+        :param delta: dLoss/d(LayerNorm output), shape (batch, units); overwritten.
+        :param i: Index of the hidden layer.
+        :param cache: The forward pass's normalized features and inverse standard deviations.
+        :param grad_gamma: Output array for the LayerNorm weight gradient.
+        :param grad_beta: Output array for the LayerNorm bias gradient.
+        :return: dLoss/d(LayerNorm input), the Linear layer's output.
+        """
+        x_hat, inv_std = cache.normalized[i], cache.inv_std[i]
+        gamma = self.norm_weights[i]
+        # out = gamma * x_hat + beta, feature by feature: the gradients are sums over the batch.
+        delta_x_hat = delta * x_hat
+        np.add.reduce(delta_x_hat, 0, out=grad_gamma)
+        np.add.reduce(delta, 0, out=grad_beta)
+        # x_hat = (x - mean) * inv_std, where mean and inv_std depend on every feature of the row. With
+        # g = dLoss/dx_hat = gamma * delta, the chain rule gives
+        #     dLoss/dx = inv_std * (g - mean(g) - x_hat * mean(g * x_hat)),
+        # and both row means are products with gamma / units (a BLAS call each, as in the forward pass).
+        gamma_mean = gamma[:, np.newaxis] * self._row_mean[i]
+        mean_g = delta @ gamma_mean
+        mean_g_x_hat = delta_x_hat @ gamma_mean
+        delta *= gamma
+        delta -= mean_g
+        np.multiply(x_hat, mean_g_x_hat, out=delta_x_hat)
+        delta -= delta_x_hat
+        delta *= inv_std
+        return delta
 
 
 class NumpyAdam:
@@ -231,15 +420,19 @@ class NumpyLearner(Learner):
         self.huber = settings.loss == "huber"
         self.optimizer = NumpyAdam(self.params, settings.learning_rate, eps=settings.adam_eps)
         self.grad = np.zeros_like(self.params)
-        # Views of the flat gradient in the order of q_net.parameters(): weight, bias of each Linear.
-        self.grads_w: list[np.ndarray] = []
-        self.grads_b: list[np.ndarray] = []
+        # Views of the flat gradient, laid out as flatten_parameters laid out the parameters (in the order
+        # of q_net.parameters(): Linear weight and bias, then LayerNorm weight and bias when there is one,
+        # layer after layer), then handed out by role so that backward writes each gradient in its place.
+        views: dict[int, np.ndarray] = {}
         offset = 0
-        for w, b in zip(self.q.weights, self.q.biases):
-            self.grads_w.append(self.grad[offset : offset + w.size].reshape(w.shape))
-            offset += w.size
-            self.grads_b.append(self.grad[offset : offset + b.size])
-            offset += b.size
+        for p in q_net.parameters():
+            views[id(p)] = self.grad[offset : offset + p.numel()].reshape(p.shape)
+            offset += p.numel()
+        linears, norms = mlp_modules(q_net)
+        self.grads_w = [views[id(m.weight)] for m in linears]
+        self.grads_b = [views[id(m.bias)] for m in linears]
+        self.grads_norm_w = [views[id(m.weight)] for m in norms]
+        self.grads_norm_b = [views[id(m.bias)] for m in norms]
         self._tmp = np.empty_like(self.params)
         self._d_q: np.ndarray | None = None
         self._arange = np.arange(0)
@@ -260,11 +453,10 @@ class NumpyLearner(Learner):
         """Greedy actions of the online network for a batch of observations."""
         return self.q.greedy(observations)
 
-    def update(self, samples: ReplayBufferSamples) -> tuple[float, float, np.ndarray]:
+    def update(self, samples: ReplayBufferSamples) -> UpdateResult:
         """One gradient step on a minibatch.
 
         :param samples: The minibatch (numpy arrays, observations in the network's dtype).
-        :return: ``(loss, mean Q(s, a), td_errors)``.
         """
         obs, next_obs = samples.observations, samples.next_observations
         batch_size = len(obs)
@@ -278,8 +470,8 @@ class NumpyLearner(Learner):
             next_values = np.maximum.reduce(next_q, 1)
         discount = self.gamma if samples.discounts is None else samples.discounts
         td_target = samples.rewards + discount * next_values * ~samples.terminateds
-        # Forward with the online network, keeping layer inputs for backpropagation.
-        cache: list[np.ndarray] = []
+        # Forward with the online network, keeping what backpropagation needs.
+        cache = ForwardCache()
         q_values = self.q.forward(obs, cache)
         current_q = q_values[rows, actions]
         td_errors = current_q - td_target
@@ -299,14 +491,15 @@ class NumpyLearner(Learner):
             d_loss = 2.0 * weighted
         d_q = self._d_q_buffer(q_values)
         d_q[rows, actions] = d_loss / batch_size
-        self.q.backward(cache, d_q, self.grads_w, self.grads_b)
+        self.q.backward(cache, d_q, self.grads_w, self.grads_b, self.grads_norm_w, self.grads_norm_b)
         if self.max_grad_norm is not None:
             # As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
             clip_coef = self.max_grad_norm / (math.sqrt(float(np.dot(self.grad, self.grad))) + 1e-6)
             if clip_coef < 1.0:
                 self.grad *= clip_coef
         self.optimizer.step(self.grad)
-        return loss, float(np.add.reduce(current_q)) / batch_size, td_errors
+        mean_q = float(np.add.reduce(current_q)) / batch_size
+        return UpdateResult(loss, mean_q, float(q_values.max()), td_errors)
 
     def _rows(self, batch_size: int) -> np.ndarray:
         """``arange(batch_size)``, kept from one update to the next (the batch size rarely changes)."""

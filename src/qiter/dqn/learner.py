@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
@@ -18,6 +18,22 @@ if TYPE_CHECKING:
     from qiter.buffers.replay import ReplayBufferSamples
     from qiter.dqn.config import DQNConfig
     from qiter.dqn.networks import QNetwork
+
+
+class UpdateResult(NamedTuple):
+    """What one gradient step reports.
+
+    :param loss: The minibatch loss.
+    :param mean_q: Mean of Q(s, a) over the minibatch's transitions.
+    :param max_q: Largest Q-value of the minibatch, over its states and every action: where
+        overestimation shows first.
+    :param td_errors: Q(s, a) - TD target per transition (prioritized replay's priorities).
+    """
+
+    loss: float
+    mean_q: float
+    max_q: float
+    td_errors: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -86,8 +102,8 @@ class Learner(ABC):
         """Greedy actions of the online network for a batch of observations."""
 
     @abstractmethod
-    def update(self, samples: ReplayBufferSamples) -> tuple[float, float, np.ndarray]:
-        """One gradient step on a minibatch; returns ``(loss, mean Q(s, a), td_errors)``."""
+    def update(self, samples: ReplayBufferSamples) -> UpdateResult:
+        """One gradient step on a minibatch."""
 
     @abstractmethod
     def update_target(self, tau: float = 1.0) -> None:

@@ -6,6 +6,8 @@ learner (:mod:`qiter.dqn.fast`) is tested against them on the same batches.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch as th
 import torch.nn.functional as F
 
@@ -58,6 +60,21 @@ def td_target(
     return rewards + (gamma if discounts is None else discounts) * bootstrap
 
 
+class DQNLoss(NamedTuple):
+    """The loss of one minibatch and what the learner reports beside it (all but ``loss`` detached).
+
+    :param loss: The mean loss, differentiable.
+    :param td_errors: Q(s, a) - TD target, shape (batch_size,).
+    :param current_q: Q(s, a) of the actions taken, shape (batch_size,).
+    :param max_q: The largest Q-value over the minibatch's states and every action (a scalar tensor).
+    """
+
+    loss: th.Tensor
+    td_errors: th.Tensor
+    current_q: th.Tensor
+    max_q: th.Tensor
+
+
 def dqn_loss(
     q_net: th.nn.Module,
     q_target_net: th.nn.Module,
@@ -65,7 +82,7 @@ def dqn_loss(
     gamma: float,
     double_dqn: bool = False,
     loss: str = "mse",
-) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+) -> DQNLoss:
     """The DQN loss on one minibatch.
 
     :param q_net: The online network (gradients flow through it).
@@ -74,7 +91,6 @@ def dqn_loss(
     :param gamma: Discount factor.
     :param double_dqn: Use the Double DQN target.
     :param loss: ``"mse"`` (the seed's) or ``"huber"`` (smooth L1, delta = 1).
-    :return: ``(loss, td_errors, current_q_values)``; the last two are detached, shape (batch_size,).
     """
     next_values = next_state_values(
         q_target_net, replay_data.next_observations, q_net if double_dqn else None
@@ -83,9 +99,8 @@ def dqn_loss(
         replay_data.rewards, replay_data.terminateds, next_values, gamma, replay_data.discounts
     )
     # Q-values of the actions that were taken during data collection.
-    current_q_values = th.gather(q_net(replay_data.observations), dim=1, index=replay_data.actions).squeeze(
-        dim=1
-    )
+    q_values = q_net(replay_data.observations)
+    current_q_values = th.gather(q_values, dim=1, index=replay_data.actions).squeeze(dim=1)
     if loss == "mse":
         elementwise = (current_q_values - target) ** 2
     elif loss == "huber":
@@ -96,4 +111,4 @@ def dqn_loss(
         # Prioritized replay: importance-sampling weights correct for the non-uniform sampling.
         elementwise = elementwise * replay_data.weights
     td_errors = (current_q_values - target).detach()
-    return elementwise.mean(), td_errors, current_q_values.detach()
+    return DQNLoss(elementwise.mean(), td_errors, current_q_values.detach(), q_values.detach().max())

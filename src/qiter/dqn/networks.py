@@ -11,11 +11,21 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "el
 
 
 def _mlp(
-    in_dim: int, out_dim: int, n_hidden_units: int, n_hidden_layers: int, activation_fn: type[nn.Module]
+    in_dim: int,
+    out_dim: int,
+    n_hidden_units: int,
+    n_hidden_layers: int,
+    activation_fn: type[nn.Module],
+    layer_norm: bool = False,
 ) -> nn.Sequential:
     layers: list[nn.Module] = []
     for _ in range(n_hidden_layers):
-        layers += [nn.Linear(in_dim, n_hidden_units), activation_fn()]
+        layers.append(nn.Linear(in_dim, n_hidden_units))
+        if layer_norm:
+            # Before the activation, as in Gallici et al. (2024): it keeps the features, and so the
+            # Q-values a bootstrapped target can feed on, from growing without bound.
+            layers.append(nn.LayerNorm(n_hidden_units))
+        layers.append(activation_fn())
         in_dim = n_hidden_units
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
@@ -33,6 +43,7 @@ class QNetwork(nn.Module):
     :param n_hidden_units: Number of units for each hidden layer.
     :param activation_fn: Activation function (ReLU by default)
     :param n_hidden_layers: Number of hidden layers (2 in the seed).
+    :param layer_norm: Layer normalization after each hidden layer's linear map (not in the seed).
     """
 
     dueling = False
@@ -44,13 +55,14 @@ class QNetwork(nn.Module):
         n_hidden_units: int = 64,
         activation_fn: type[nn.Module] = nn.ReLU,
         n_hidden_layers: int = 2,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         # Assume 1d space
         obs_dim = int(np.prod(observation_space.shape))
         self.n_actions = int(action_space.n)
         self.n_hidden_units = n_hidden_units
-        self.q_net = _mlp(obs_dim, self.n_actions, n_hidden_units, n_hidden_layers, activation_fn)
+        self.q_net = _mlp(obs_dim, self.n_actions, n_hidden_units, n_hidden_layers, activation_fn, layer_norm)
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
         """
@@ -78,8 +90,11 @@ class DuelingQNetwork(QNetwork):
         n_hidden_units: int = 64,
         activation_fn: type[nn.Module] = nn.ReLU,
         n_hidden_layers: int = 2,
+        layer_norm: bool = False,
     ) -> None:
-        super().__init__(observation_space, action_space, n_hidden_units, activation_fn, n_hidden_layers)
+        super().__init__(
+            observation_space, action_space, n_hidden_units, activation_fn, n_hidden_layers, layer_norm
+        )
         last = self.q_net[-1]
         assert isinstance(last, nn.Linear)
         self.q_net[-1] = nn.Linear(last.in_features, 1 + self.n_actions)
@@ -99,6 +114,7 @@ def make_q_network(
     n_hidden_layers: int = 2,
     activation: str = "relu",
     dueling: bool = False,
+    layer_norm: bool = False,
 ) -> QNetwork:
     """Build a plain or dueling Q-network from config values.
 
@@ -108,7 +124,10 @@ def make_q_network(
     :param n_hidden_layers: Number of hidden layers.
     :param activation: One of ``relu``, ``tanh``, ``elu``, ``gelu``.
     :param dueling: Use the dueling head.
+    :param layer_norm: Layer normalization after each hidden linear map.
     :return: The network (float32, on the CPU).
     """
     cls = DuelingQNetwork if dueling else QNetwork
-    return cls(observation_space, action_space, n_hidden_units, ACTIVATIONS[activation], n_hidden_layers)
+    return cls(
+        observation_space, action_space, n_hidden_units, ACTIVATIONS[activation], n_hidden_layers, layer_norm
+    )

@@ -11,7 +11,7 @@ import torch as th
 
 from qiter.buffers.replay import ReplayBufferSamples
 from qiter.dqn.fast import NumpyQFunction, supports_numpy
-from qiter.dqn.learner import Learner, TDSettings
+from qiter.dqn.learner import Learner, TDSettings, UpdateResult
 from qiter.dqn.losses import dqn_loss
 from qiter.dqn.networks import QNetwork
 from qiter.optim import make_adam, polyak_update
@@ -62,10 +62,10 @@ class TorchLearner(Learner):
             obs = th.as_tensor(observations, device=self.device, dtype=self.dtype)
             return self.q_net(obs).argmax(dim=1).cpu().numpy()
 
-    def update(self, samples: ReplayBufferSamples) -> tuple[float, float, np.ndarray]:
-        """One gradient step on a minibatch; returns ``(loss, mean Q(s, a), td_errors)``."""
+    def update(self, samples: ReplayBufferSamples) -> UpdateResult:
+        """One gradient step on a minibatch."""
         data = samples.to_torch(self.device)
-        loss, td_errors, current_q = dqn_loss(
+        loss, td_errors, current_q, max_q = dqn_loss(
             self.q_net, self.q_target_net, data, self.gamma, self.double_dqn, self.loss
         )
         self.optimizer.zero_grad(set_to_none=True)
@@ -73,7 +73,9 @@ class TorchLearner(Learner):
         if self.max_grad_norm is not None:
             th.nn.utils.clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm)
         self.optimizer.step()
-        return float(loss.detach()), float(current_q.mean()), td_errors.cpu().numpy()
+        return UpdateResult(
+            float(loss.detach()), float(current_q.mean()), float(max_q), td_errors.cpu().numpy()
+        )
 
     def update_target(self, tau: float = 1.0) -> None:
         """Hard copy (``tau = 1``) or Polyak averaging of the online parameters into the target network."""

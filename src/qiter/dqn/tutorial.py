@@ -133,7 +133,7 @@ def dqn_update(
     device = next(q_net.parameters()).device
     replay_data = replay_buffer.sample(batch_size).to_torch(device=device)
     # 1-step TD target from the target network; no bootstrap on terminated transitions.
-    loss, _, _ = dqn_loss(q_net, q_target_net, replay_data, gamma)
+    loss = dqn_loss(q_net, q_target_net, replay_data, gamma).loss
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()

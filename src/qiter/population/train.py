@@ -55,6 +55,7 @@ UNSUPPORTED: dict[str, Any] = {
     "n_steps": 1,
     "prioritized_replay": False,
     "dueling": False,
+    "layer_norm": False,
     "learning_rate_final": None,
     "exploration_schedule": "linear",
     "target_update_unit": "steps",

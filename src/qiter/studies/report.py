@@ -39,6 +39,7 @@ class RunRecord:
     eval_returns: np.ndarray
     final_return: float | None  # eval.json's greedy evaluation (None: the run has not finished)
     wall_time: float | None
+    peak_mean_q: float | None = None  # the largest mean Q-value in train.csv (None: none logged)
 
 
 @dataclass
@@ -79,7 +80,19 @@ def _load_run(path: Path) -> RunRecord:
             final, wall = float(result["mean_return"]), result.get("wall_time_s")
         except (ValueError, KeyError, TypeError) as exc:
             raise QiterError(f"{path / runs.EVAL_FILE} is not a qiter evaluation ({exc})") from exc
-    return RunRecord(path, config, steps, returns, final, None if wall is None else float(wall))
+    return RunRecord(
+        path, config, steps, returns, final, None if wall is None else float(wall), _peak_mean_q(path)
+    )
+
+
+def _peak_mean_q(path: Path) -> float | None:
+    """The largest mean Q-value a run logged (a critic that runs away shows here first)."""
+    if not (path / "train.csv").is_file():
+        return None
+    mean_q = runs.read_csv(path, "train").get("mean_q")
+    if mean_q is None or len(mean_q) == 0 or np.isnan(mean_q).all():
+        return None
+    return float(np.nanmax(mean_q))
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
@@ -204,6 +217,8 @@ class SettingSummary:
     std: float
     above: float | None  # fraction of runs whose final return reaches the threshold
     time_per_run: float | None
+    peak_mean_q: float | None = None  # the largest mean Q-value any of its runs logged
+    q_bound: float | None = None  # max_reward / (1 - gamma), when the config declares max_reward
 
 
 def summarize(
@@ -225,14 +240,24 @@ def summarize(
         finals = np.sort(np.array([r.final_return for r in finished], dtype=np.float64))
         iqm, low, high = iqm_interval(finals, reps)
         times = [r.wall_time for r in finished if r.wall_time is not None]
+        peaks = [r.peak_mean_q for r in finished if r.peak_mean_q is not None]
         rows.append(
             SettingSummary(
                 group.label, len(finished), iqm, low, high, float(finals.mean()), float(finals.std()),
                 None if threshold is None else float(np.mean(finals >= threshold)),
                 float(np.mean(times)) if times else None,
+                max(peaks) if peaks else None, _q_bound(finished[0].config),
             )
         )  # fmt: skip
     return rows
+
+
+def _q_bound(config: dict[str, Any]) -> float | None:
+    """``max_reward / (1 - gamma)`` of a run's config, when it declares ``max_reward``."""
+    max_reward, gamma = config.get("max_reward"), config.get("gamma")
+    if max_reward is None or gamma is None or gamma >= 1:
+        return None
+    return float(max_reward) / (1.0 - float(gamma))
 
 
 def markdown_table(rows: Sequence[SettingSummary], threshold: float | None = None) -> str:
@@ -240,6 +265,9 @@ def markdown_table(rows: Sequence[SettingSummary], threshold: float | None = Non
     header = ["setting", "runs", "final return IQM [95% CI]", "mean ± std"]
     if threshold is not None:
         header.append(f"seeds ≥ {threshold:g}")
+    show_q = any(row.peak_mean_q is not None for row in rows)
+    if show_q:
+        header.append("peak mean Q (bound)")
     header.append("time per run (s)")
     lines = ["| " + " | ".join(header) + " |", "| --- | ---: | --- | --- |" + " ---: |" * (len(header) - 4)]
     for row in rows:
@@ -247,6 +275,9 @@ def markdown_table(rows: Sequence[SettingSummary], threshold: float | None = Non
                  f"{row.mean:.1f} ± {row.std:.1f}"]  # fmt: skip
         if threshold is not None:
             cells.append(f"{row.above:.0%}" if row.above is not None else "")
+        if show_q:
+            peak = f"{row.peak_mean_q:.4g}" if row.peak_mean_q is not None else ""
+            cells.append(peak + (f" ({row.q_bound:.4g})" if row.q_bound is not None else ""))
         cells.append(f"{row.time_per_run:.1f}" if row.time_per_run is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
