@@ -11,7 +11,7 @@ import yaml
 from scipy.stats import trim_mean
 
 from qiter.cli import main
-from qiter.studies.report import group_runs, iqm_interval, load_runs, summarize
+from qiter.studies.report import group_runs, iqm_curve, iqm_interval, load_runs, summarize
 
 
 def _fake_run(folder: Path, seed: int, lr: float, finals: float, stop: int = 3000) -> None:
@@ -103,3 +103,25 @@ def test_report_gives_the_peak_mean_q_and_its_bound(
     assert main(["report", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "peak mean Q (bound)" in out and "| 130 (100) |" in out
+
+
+def test_plot_of_the_mean_q_with_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for seed in range(3):
+        for name, peak in (("a", 90.0), ("b", 300.0)):
+            folder = tmp_path / name / f"seed-{seed}"
+            _fake_run(folder, seed, 1e-3 if name == "a" else 3e-4, 500.0)
+            rows = [f"{s},0.1,{peak * s / 3000}" for s in range(1000, 3001, 1000)]
+            (folder / "train.csv").write_text("step,loss,mean_q\n" + "\n".join(rows) + "\n")
+    groups = group_runs(load_runs([tmp_path / "a", tmp_path / "b"]), labels=["slow", "fast"])
+    steps, iqm, low, high = iqm_curve(groups[1], reps=200, metric="mean_q")
+    assert np.all(low <= iqm) and np.all(iqm <= high)
+    np.testing.assert_allclose(steps, [1000, 2000, 3000])
+    np.testing.assert_allclose(iqm, [100.0, 200.0, 300.0])
+    out = tmp_path / "q.png"
+    argv = ["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "mean_q", "--out", str(out)]
+    assert main([*argv, "--labels", "slow", "fast"]) == 0
+    assert out.stat().st_size > 10_000
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "slow", "fast"]) == 0
+    assert "| slow | 3 |" in capsys.readouterr().out
+    assert main([*argv, "--labels", "only-one"]) == 2
+    assert "1 labels for 2 settings" in capsys.readouterr().err

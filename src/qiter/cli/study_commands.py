@@ -77,6 +77,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_SWEEP", help="folders holding runs")
     p.add_argument("--out", required=True, help="the PNG file")
     p.add_argument("--title", help="plot title")
+    p.add_argument(
+        "--metric", choices=("return", "mean_q"), default="return",
+        help="return: the periodic greedy evaluation (default); mean_q: the critic's mean Q-value (train.csv)",
+    )  # fmt: skip
+    p.add_argument("--labels", nargs="+", metavar="LABEL", help="one name per setting, in order")
     p.set_defaults(func=_plot)
 
     p = subparsers.add_parser(
@@ -89,6 +94,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_SWEEP", help="folders holding runs")
     p.add_argument("--threshold", type=float, help="also give the fraction of seeds reaching this return")
+    p.add_argument("--labels", nargs="+", metavar="LABEL", help="one name per setting, in order")
     p.set_defaults(func=_report)
 
 
@@ -163,8 +169,8 @@ def _plot(args: argparse.Namespace) -> int:
     from qiter.studies.plots import plot_curves
     from qiter.studies.report import group_runs, load_runs
 
-    groups = group_runs(load_runs(args.paths))
-    path = plot_curves(groups, args.out, args.title)
+    groups = group_runs(load_runs(args.paths), args.labels)
+    path = plot_curves(groups, args.out, args.title, args.metric)
     print(f"plot of {len(groups)} settings: {path}")
     return 0
 
@@ -172,6 +178,6 @@ def _plot(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from qiter.studies.report import group_runs, load_runs, markdown_table, summarize
 
-    groups = group_runs(load_runs(args.paths))
+    groups = group_runs(load_runs(args.paths), args.labels)
     print(markdown_table(summarize(groups, args.threshold), args.threshold))
     return 0

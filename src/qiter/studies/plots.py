@@ -6,17 +6,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qiter.errors import QiterError
-from qiter.studies.report import Group, iqm_curve
+from qiter.studies.report import Group, iqm_curve, q_bound
 
 __all__ = ["plot_curves"]
 
 
-def plot_curves(groups: Sequence[Group], out: str | Path, title: str | None = None) -> Path:
-    """Draw each setting's evaluation return against environment steps into a PNG.
+def plot_curves(
+    groups: Sequence[Group], out: str | Path, title: str | None = None, metric: str = "return"
+) -> Path:
+    """Draw each setting's evaluation return (or mean Q-value) against environment steps into a PNG.
 
     :param groups: The settings (:func:`~qiter.studies.report.group_runs`).
     :param out: The image file (``.png`` is added if missing); written only once the plot is made.
     :param title: The title; default: the environment and the number of runs per setting.
+    :param metric: ``"return"`` (the periodic greedy evaluation) or ``"mean_q"`` (the mean Q-value of the
+        minibatches, from ``train.csv``), drawn with the bound ``max_reward / (1 - gamma)`` where a config
+        declares ``max_reward``.
     :return: The path written.
     """
     import matplotlib
@@ -29,16 +34,27 @@ def plot_curves(groups: Sequence[Group], out: str | Path, title: str | None = No
         path = path.with_name(path.name + ".png")
     if not path.parent.is_dir():
         raise QiterError(f"folder {path.parent} does not exist")
-    curves = [(group, iqm_curve(group)) for group in groups]  # all computed before the file is opened
+    # All computed before the file is opened.
+    curves = [(group, iqm_curve(group, metric=metric)) for group in groups]
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
     try:
         for group, (steps, point, low, high) in curves:
             (line,) = ax.plot(steps, point, label=f"{group.label} ({len(group.runs)} runs)", linewidth=1.8)
             ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        if metric == "mean_q":
+            bounds = sorted({b for g in groups if (b := q_bound(g.runs[0].config)) is not None})
+            for bound in bounds:
+                ax.axhline(
+                    bound,
+                    color="black",
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"max_reward / (1 - gamma) = {bound:g}",
+                )
         env_ids = sorted({str(r.config.get("env_id")) for g in groups for r in g.runs})
         ax.set_title(title or f"{', '.join(env_ids)}: IQM across seeds, 95% stratified-bootstrap CI")
         ax.set_xlabel("environment steps")
-        ax.set_ylabel("greedy evaluation return")
+        ax.set_ylabel("greedy evaluation return" if metric == "return" else "mean Q-value of the minibatches")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="best")
         fig.tight_layout()

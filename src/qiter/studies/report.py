@@ -20,8 +20,8 @@ import numpy as np
 from qiter import runs
 from qiter.errors import QiterError
 
-__all__ = ["Group", "RunRecord", "SettingSummary", "group_runs", "iqm_curve", "iqm_interval", "load_runs",
-           "markdown_table", "summarize"]  # fmt: skip
+__all__ = ["METRICS", "Group", "RunRecord", "SettingSummary", "group_runs", "iqm_curve", "iqm_interval",
+           "load_runs", "markdown_table", "q_bound", "summarize"]  # fmt: skip
 
 # Config keys that say how a run was done, not what was run: not part of a setting.
 NOT_SETTING = ("seed", "device")
@@ -39,7 +39,13 @@ class RunRecord:
     eval_returns: np.ndarray
     final_return: float | None  # eval.json's greedy evaluation (None: the run has not finished)
     wall_time: float | None
-    peak_mean_q: float | None = None  # the largest mean Q-value in train.csv (None: none logged)
+    q_steps: np.ndarray = field(default_factory=lambda: np.zeros(0))  # train.csv's steps with a mean_q
+    mean_q: np.ndarray = field(default_factory=lambda: np.zeros(0))  # train.csv's mean_q at those steps
+
+    @property
+    def peak_mean_q(self) -> float | None:
+        """The largest mean Q-value the run logged (a critic that runs away shows here first)."""
+        return float(self.mean_q.max()) if len(self.mean_q) else None
 
 
 @dataclass
@@ -80,19 +86,21 @@ def _load_run(path: Path) -> RunRecord:
             final, wall = float(result["mean_return"]), result.get("wall_time_s")
         except (ValueError, KeyError, TypeError) as exc:
             raise QiterError(f"{path / runs.EVAL_FILE} is not a qiter evaluation ({exc})") from exc
+    q_steps, mean_q = _mean_q(path)
     return RunRecord(
-        path, config, steps, returns, final, None if wall is None else float(wall), _peak_mean_q(path)
+        path, config, steps, returns, final, None if wall is None else float(wall), q_steps, mean_q
     )
 
 
-def _peak_mean_q(path: Path) -> float | None:
-    """The largest mean Q-value a run logged (a critic that runs away shows here first)."""
+def _mean_q(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The steps and mean Q-values of a run's ``train.csv`` (empty when it logged none)."""
     if not (path / "train.csv").is_file():
-        return None
-    mean_q = runs.read_csv(path, "train").get("mean_q")
-    if mean_q is None or len(mean_q) == 0 or np.isnan(mean_q).all():
-        return None
-    return float(np.nanmax(mean_q))
+        return np.zeros(0), np.zeros(0)
+    columns = runs.read_csv(path, "train")
+    if "mean_q" not in columns or "step" not in columns:
+        return np.zeros(0), np.zeros(0)
+    keep = ~np.isnan(columns["mean_q"])
+    return columns["step"][keep], columns["mean_q"][keep]
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
@@ -112,9 +120,12 @@ def _setting(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in NOT_SETTING))
 
 
-def group_runs(records: Sequence[RunRecord]) -> list[Group]:
+def group_runs(records: Sequence[RunRecord], labels: Sequence[str] | None = None) -> list[Group]:
     """Runs grouped by setting (configs equal but for the seed), in order of first appearance; each group
-    labelled by its values of the keys in which settings differ."""
+    labelled by its values of the keys in which settings differ, or by ``labels``, one per setting.
+
+    :raises QiterError: ``labels`` whose number is not the number of settings.
+    """
     groups: dict[tuple[tuple[str, str], ...], Group] = {}
     for record in records:
         groups.setdefault(_setting(record.config), Group("")).runs.append(record)
@@ -126,6 +137,11 @@ def group_runs(records: Sequence[RunRecord]) -> list[Group]:
             group.label = ", ".join(f"{k}={_short(config.get(k))}" for k in differing)
         else:
             group.label = str(config.get("env_id", "runs"))
+    if labels is not None:
+        if len(labels) != len(groups):
+            raise QiterError(f"{len(labels)} labels for {len(groups)} settings: give one label per setting")
+        for group, label in zip(groups.values(), labels):
+            group.label = label
     return list(groups.values())
 
 
@@ -180,25 +196,36 @@ def iqm_interval(
     return float(point[0]), float(low[0]), float(high[0])
 
 
-def iqm_curve(group: Group, reps: int = 2000, seed: int = 0) -> tuple[np.ndarray, ...]:
-    """The learning curve of a setting: IQM of the evaluation return across runs at each evaluation step,
-    with its 95% stratified-bootstrap band.
+#: What a learning curve can show: the evaluation return (eval.csv) or the critic's mean Q (train.csv).
+METRICS = ("return", "mean_q")
 
-    Runs are put on the union of their evaluation steps; a run that stopped early (``stop_at_return``)
-    keeps its last evaluation, and steps before every run's first evaluation are dropped.
+
+def iqm_curve(
+    group: Group, reps: int = 2000, seed: int = 0, metric: str = "return"
+) -> tuple[np.ndarray, ...]:
+    """The learning curve of a setting: IQM across runs at each step, with its 95% stratified-bootstrap
+    band, of the evaluation return or of the mean Q-value of the minibatches (``metric="mean_q"``).
+
+    Runs are put on the union of their steps; a run that stopped early (``stop_at_return``) keeps its last
+    value, and steps before every run's first value are dropped.
 
     :return: ``(steps, iqm, low, high)``.
     """
-    steps = np.unique(np.concatenate([r.eval_steps for r in group.runs]))
+    if metric not in METRICS:
+        raise QiterError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+    series = [
+        (r.eval_steps, r.eval_returns) if metric == "return" else (r.q_steps, r.mean_q) for r in group.runs
+    ]
+    steps = np.unique(np.concatenate([s for s, _ in series]))
     table = np.full((len(group.runs), len(steps)), math.nan)
-    for i, record in enumerate(group.runs):
-        if len(record.eval_steps) == 0:
+    for i, (run_steps, values) in enumerate(series):
+        if len(run_steps) == 0:
             continue
-        where = np.searchsorted(record.eval_steps, steps, side="right") - 1
-        table[i] = np.where(where >= 0, record.eval_returns[np.maximum(where, 0)], math.nan)
+        where = np.searchsorted(run_steps, steps, side="right") - 1
+        table[i] = np.where(where >= 0, values[np.maximum(where, 0)], math.nan)
     keep = ~np.isnan(table).any(axis=0)
     if not keep.any():
-        raise QiterError(f"setting {group.label}: its runs have no evaluation step in common")
+        raise QiterError(f"setting {group.label}: its runs have no {metric} step in common")
     steps, table = steps[keep], table[:, keep]
     point, low, high = _interval(table, reps, seed)
     return steps, point, low, high
@@ -246,13 +273,13 @@ def summarize(
                 group.label, len(finished), iqm, low, high, float(finals.mean()), float(finals.std()),
                 None if threshold is None else float(np.mean(finals >= threshold)),
                 float(np.mean(times)) if times else None,
-                max(peaks) if peaks else None, _q_bound(finished[0].config),
+                max(peaks) if peaks else None, q_bound(finished[0].config),
             )
         )  # fmt: skip
     return rows
 
 
-def _q_bound(config: dict[str, Any]) -> float | None:
+def q_bound(config: dict[str, Any]) -> float | None:
     """``max_reward / (1 - gamma)`` of a run's config, when it declares ``max_reward``."""
     max_reward, gamma = config.get("max_reward"), config.get("gamma")
     if max_reward is None or gamma is None or gamma >= 1:
