@@ -289,8 +289,8 @@ def test_resolve_config_for_another_config_class(tmp_path: Path) -> None:
     assert list_presets(tmp_path) == ["Pendulum-v1"]
     # The DQN presets are not looked up for it, and its own keys are the valid ones.
     assert resolve_config("CartPole-v1", cls=_OtherConfig, presets=tmp_path).width == 8
-    with pytest.raises(QiterError, match=r"unknown config key 'gamma'.*Valid keys: env_id.*width"):
-        resolve_config(overrides=["gamma=0.9"], cls=_OtherConfig, presets=tmp_path)
+    with pytest.raises(QiterError, match=r"unknown config key 'learning_rate'.*Valid keys: env_id.*width"):
+        resolve_config(overrides=["learning_rate=0.9"], cls=_OtherConfig, presets=tmp_path)
     with pytest.raises(QiterError, match="n_timesteps must be at least 1"):
         resolve_config(overrides=["n_timesteps=0"], cls=_OtherConfig, presets=tmp_path)
 

@@ -212,12 +212,15 @@ def test_q_value_bound() -> None:
     assert small_config(max_reward=1.0, gamma=0.99).q_value_bound() == pytest.approx(100.0)
     assert small_config().q_value_bound() is None  # no max_reward declared
     assert small_config(max_reward=1.0, gamma=1.0).q_value_bound() is None
+    # Rewards all negative (MountainCar's -1 per step): the best return is one step, then the end.
+    assert small_config(max_reward=-1.0, gamma=0.98).q_value_bound() == pytest.approx(-1.0)
+    assert small_config(max_reward=0.0, gamma=0.99).q_value_bound() == 0.0
 
 
 def test_a_mean_q_above_the_bound_warns_once(tmp_path: Path) -> None:
     # CartPole pays 1 per step; declaring 0.01 makes the bound 1, which the critic passes within 2000 steps.
     with pytest.warns(
-        QiterWarning, match=r"mean Q-value is .* above max_reward / \(1 - gamma\) = 1\b"
+        QiterWarning, match=r"mean Q-value is .*, while no return can exceed 1 \(max_reward / \(1 - gamma\)\)"
     ) as caught:
         train(small_config(max_reward=0.01), tmp_path / "run", progress=False, verbose=0, tensorboard=False)
     assert sum("mean Q-value" in str(w.message) for w in caught) == 1

@@ -63,10 +63,19 @@ class RunConfig:
         check_device(self.device)
 
     def q_value_bound(self) -> float | None:
-        """``max_reward / (1 - gamma)``: no discounted return can be worth more (``None`` when unknown).
+        """The largest value any return can have (:func:`q_value_bound`; ``None`` without ``max_reward``)."""
+        return q_value_bound(self.max_reward, self.gamma)
 
-        With ``gamma = 1`` the bound is infinite unless episodes are limited, so it is ``None`` too.
-        """
-        if self.max_reward is None or self.gamma >= 1:
-            return None
-        return self.max_reward / (1.0 - self.gamma)
+
+def q_value_bound(max_reward: float | None, gamma: float) -> float | None:
+    """An upper bound on every Q-value when no reward exceeds ``max_reward``.
+
+    ``max_reward / (1 - gamma)`` (the reward forever) when ``max_reward >= 0``; when every reward is negative,
+    the best return is one reward then the end of the episode, ``max_reward``. ``None`` when ``max_reward``
+    is unknown, or when ``gamma = 1`` with a positive reward (no bound without a time limit).
+    """
+    if max_reward is None:
+        return None
+    if max_reward <= 0:
+        return max_reward
+    return max_reward / (1.0 - gamma) if gamma < 1 else None

@@ -487,7 +487,7 @@ class QValueWatch:
     """Warns once when the mean Q-value goes far above what any return can be worth.
 
     With rewards at most ``max_reward`` and discount ``gamma``, no Q-value can exceed
-    ``bound = max_reward / (1 - gamma)``. A mean Q well above it is not a number to hide: the critic is
+    ``bound = max_reward / (1 - gamma)`` (:func:`~qiter.run_config.q_value_bound`). A mean Q well above it is not a number to hide: the critic is
     diverging, whatever the returns say.
 
     :param bound: The config's :meth:`~qiter.run_config.RunConfig.q_value_bound`.
@@ -506,9 +506,10 @@ class QValueWatch:
             return
         self.warned = True
         warnings.warn(
-            f"at step {step} the mean Q-value is {mean_q:.4g}, above max_reward / (1 - gamma) = {self.bound:.4g}, "
-            "which no return can exceed: the critic is overestimating (usually a target network updated too "
-            "often, a learning rate too high, or the max over noisy estimates; see docs/stability.md)",
+            f"at step {step} the mean Q-value is {mean_q:.4g}, while no return can exceed {self.bound:.4g} "
+            "(max_reward / (1 - gamma)): the critic is overestimating, usually because the target network is "
+            "updated too often, the learning rate is too high, or the max over noisy estimates compounds "
+            "(see docs/stability.md)",
             QiterWarning,
             stacklevel=2,
         )

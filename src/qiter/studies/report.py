@@ -19,6 +19,7 @@ import numpy as np
 
 from qiter import runs
 from qiter.errors import QiterError
+from qiter.run_config import q_value_bound
 
 __all__ = ["METRICS", "Group", "RunRecord", "SettingSummary", "group_runs", "iqm_curve", "iqm_interval",
            "load_runs", "markdown_table", "q_bound", "summarize"]  # fmt: skip
@@ -280,11 +281,9 @@ def summarize(
 
 
 def q_bound(config: dict[str, Any]) -> float | None:
-    """``max_reward / (1 - gamma)`` of a run's config, when it declares ``max_reward``."""
+    """The bound on Q-values of a run's config (:func:`~qiter.run_config.q_value_bound`)."""
     max_reward, gamma = config.get("max_reward"), config.get("gamma")
-    if max_reward is None or gamma is None or gamma >= 1:
-        return None
-    return float(max_reward) / (1.0 - float(gamma))
+    return None if gamma is None else q_value_bound(max_reward, float(gamma))
 
 
 def markdown_table(rows: Sequence[SettingSummary], threshold: float | None = None) -> str:
