@@ -7,6 +7,7 @@ Layout::
     RUN_DIR/agents.csv           one row per agent: seed, swept values, final and best evaluation
     RUN_DIR/summary.md           the table per sweep combination: IQM, mean, fraction at the best return
     RUN_DIR/curves.png           evaluation IQM over agents with a 95% bootstrap band, per combination
+                                 (drawn by qiter plot's code)
 """
 
 from __future__ import annotations
@@ -20,20 +21,9 @@ from typing import Any
 import numpy as np
 
 from qiter.config import config_to_dict
-from qiter.population.train import PopulationResult, iqm
+from qiter.population.train import PopulationResult
 from qiter.runs import save_config
-
-
-def bootstrap_iqm_band(values: np.ndarray, n_resamples: int = 500, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the IQM over agents (``values`` (n_agents,))."""
-    rng = np.random.default_rng(seed)
-    x = np.asarray(values, dtype=np.float64)
-    x = x[~np.isnan(x)]
-    if len(x) < 2:
-        return math.nan, math.nan
-    stats = [iqm(x[rng.integers(0, len(x), len(x))]) for _ in range(n_resamples)]
-    low, high = np.percentile(stats, [2.5, 97.5])
-    return float(low), float(high)
+from qiter.studies.report import Group, RunRecord, iqm_interval
 
 
 def groups(result: PopulationResult, sweep: Mapping[str, Sequence[Any]]) -> dict[str, list[int]]:
@@ -83,7 +73,8 @@ def _cell(x: float) -> str:
 
 
 def summary_table(result: PopulationResult, sweep: Mapping[str, Sequence[Any]]) -> str:
-    """A markdown table per sweep combination: agents, final IQM [95% CI], mean, fraction at the top."""
+    """A markdown table per sweep combination: agents, final IQM [95% CI] (rliable's stratified bootstrap,
+    as ``qiter report``), mean, fraction at the top."""
     top = float(np.nanmax(result.final_returns))
     lines = [
         f"| combination | agents | final IQM [95% CI] | final mean | fraction at the best score ({top:.1f}) |",
@@ -91,35 +82,41 @@ def summary_table(result: PopulationResult, sweep: Mapping[str, Sequence[Any]]) 
     ]
     for label, members in groups(result, sweep).items():
         x = result.final_returns[members]
-        low, high = bootstrap_iqm_band(x)
+        finite = np.sort(x[~np.isnan(x)])
+        centre, low, high = iqm_interval(finite) if len(finite) else (math.nan,) * 3
         lines.append(
-            f"| {label} | {len(members)} | {iqm(x):.1f} [{low:.1f}, {high:.1f}] | {np.mean(x):.1f} | "
+            f"| {label} | {len(members)} | {centre:.1f} [{low:.1f}, {high:.1f}] | {np.nanmean(x):.1f} | "
             f"{np.mean(x >= top):.2f} |"
         )
     return "\n".join(lines)
 
 
-def plot_curves(result: PopulationResult, sweep: Mapping[str, Sequence[Any]], path: Path) -> None:
-    """Evaluation return against steps: IQM over each combination's agents with a bootstrap band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    steps = np.array(result.eval_steps)
+def as_groups(result: PopulationResult, sweep: Mapping[str, Sequence[Any]], folder: Path) -> list[Group]:
+    """The population as the studies see runs: one :class:`RunRecord` per agent, grouped by combination, so
+    that ``qiter plot``'s code draws its curves."""
+    steps = np.array(result.eval_steps, dtype=np.float64)
     table = np.stack(result.eval_returns)  # (n_evals, N)
+    out = []
     for label, members in groups(result, sweep).items():
-        values = table[:, members]
-        centre = np.array([iqm(row) for row in values])
-        bands = np.array([bootstrap_iqm_band(row) for row in values])
-        ax.plot(steps, centre, label=f"{label} ({len(members)} agents)")
-        ax.fill_between(steps, bands[:, 0], bands[:, 1], alpha=0.25)
-    ax.set_xlabel("environment steps per agent")
-    ax.set_ylabel("evaluation return (IQM over agents)")
-    ax.set_title(f"{result.configs[0].env_id}: {len(result.configs)} agents, 95% bootstrap band")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        records = [
+            RunRecord(
+                folder / "agents" / f"agent_{i:04d}.csv",
+                config_to_dict(result.configs[i]),
+                steps,
+                table[:, i],
+                float(result.final_returns[i]),
+                None,
+            )
+            for i in members
+        ]
+        out.append(Group(label, records))
+    return out
+
+
+def plot_curves(result: PopulationResult, sweep: Mapping[str, Sequence[Any]], path: Path) -> None:
+    """Evaluation return against steps: IQM over each combination's agents with its 95% stratified-bootstrap
+    band, drawn by :func:`qiter.studies.plots.plot_curves` (the code of ``qiter plot``)."""
+    from qiter.studies.plots import plot_curves as plot_groups
+
+    title = f"{result.configs[0].env_id}: {len(result.configs)} agents, IQM and 95% stratified-bootstrap CI"
+    plot_groups(as_groups(result, sweep, path.parent), path, title)

@@ -39,7 +39,10 @@ def plot_curves(
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
     try:
         for group, (steps, point, low, high) in curves:
-            (line,) = ax.plot(steps, point, label=f"{group.label} ({len(group.runs)} runs)", linewidth=1.8)
+            # Markers where there are few points (a single evaluation would draw no line at all).
+            marker = "o" if len(steps) <= 12 else None
+            label = f"{group.label} ({len(group.runs)} runs)"
+            (line,) = ax.plot(steps, point, label=label, linewidth=1.8, marker=marker, markersize=4)
             ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         if metric == "mean_q":
             bounds = sorted({b for g in groups if (b := q_bound(g.runs[0].config)) is not None})
