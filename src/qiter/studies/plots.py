@@ -46,6 +46,11 @@ def plot_curves(
             ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         if metric == "mean_q":
             bounds = sorted({b for g in groups if (b := q_bound(g.runs[0].config)) is not None})
+            # A critic that runs away reaches thousands of times its bound: a symmetric log scale keeps the
+            # sane curves readable next to it (linear up to the bound, logarithmic beyond).
+            scale = max([abs(b) for b in bounds] + [1.0])
+            if max(float(abs(c[3]).max()) for _, c in curves) > 20 * scale:
+                ax.set_yscale("symlog", linthresh=scale)
             for bound in bounds:
                 ax.axhline(
                     bound,
