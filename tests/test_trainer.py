@@ -133,3 +133,17 @@ def test_variants_run_end_to_end() -> None:
             small_config(n_timesteps=600, evaluation_interval=600, **options), progress=False, verbose=0
         )
         assert result.final_eval is not None and math.isfinite(result.final_eval[0])
+
+
+def test_learning_rate_decay_starts_late(tmp_path: Path) -> None:
+    # Constant for the first half of the run, then linear to learning_rate_final at the last step.
+    config = small_config(
+        n_timesteps=4000, learning_rate=1e-3, learning_rate_final=0.0, learning_rate_decay_start=0.5
+    )
+    train(config, tmp_path, progress=False, verbose=0, tensorboard=False)
+    logged = runs.read_csv(tmp_path, "train")
+    rates = dict(zip(logged["step"].astype(int), logged["learning_rate"]))
+    assert rates[1000] == pytest.approx(1e-3) and rates[2000] == pytest.approx(1e-3)
+    assert rates[3000] == pytest.approx(5e-4, rel=1e-3) and rates[4000] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(QiterError, match="learning_rate_decay_start"):
+        small_config(learning_rate_decay_start=1.0).validate()

@@ -229,6 +229,17 @@ class DQNAgent(Agent):
             if not self._steps_target and self.episodes % cfg.target_network_update_interval == 0:
                 self.learner.update_target(cfg.tau)
 
+    def _learning_rate_at(self, step: int) -> float:
+        """The learning rate at ``step``: constant, or decaying linearly to ``learning_rate_final`` over the
+        part of the run after ``learning_rate_decay_start`` (a fraction of ``n_timesteps``)."""
+        cfg = self.config
+        if cfg.learning_rate_final is None:
+            return cfg.learning_rate
+        start = int(cfg.learning_rate_decay_start * cfg.n_timesteps)
+        return linear_schedule(
+            cfg.learning_rate, cfg.learning_rate_final, max(step - start, 0), cfg.n_timesteps - start
+        )
+
     def _exponential_epsilon(self) -> float:
         """The rlberry seed's schedule: decays per episode towards the final value."""
         eps0, eps_min = self.config.exploration_initial_eps, self.config.exploration_final_eps
@@ -249,9 +260,7 @@ class DQNAgent(Agent):
         if not n_calls:
             return None
         if cfg.learning_rate_final is not None:
-            self.learner.learning_rate = linear_schedule(
-                cfg.learning_rate, cfg.learning_rate_final, step, cfg.n_timesteps
-            )
+            self.learner.learning_rate = self._learning_rate_at(step)
         per_buffer = self.per_buffer
         if per_buffer is not None:
             per_buffer.beta = linear_schedule(cfg.per_beta_initial, cfg.per_beta_final, step, cfg.n_timesteps)
@@ -301,13 +310,7 @@ class DQNAgent(Agent):
         # The config may have changed on resume (a new learning rate or epsilon schedule): the schedules
         # continue from the restored counters under the new values, not the saved ones.
         cfg = self.config
-        self.learner.learning_rate = (
-            cfg.learning_rate
-            if cfg.learning_rate_final is None
-            else linear_schedule(
-                cfg.learning_rate, cfg.learning_rate_final, self.num_timesteps, cfg.n_timesteps
-            )
-        )
+        self.learner.learning_rate = self._learning_rate_at(self.num_timesteps)
         if cfg.exploration_schedule == "linear":
             self.exploration_rate = linear_schedule(
                 cfg.exploration_initial_eps, cfg.exploration_final_eps, self.num_timesteps, self._anneal_steps

@@ -38,6 +38,7 @@ class DQNConfig(RunConfig):
     # Optimizer and loss
     learning_rate: float = 3e-4
     learning_rate_final: float | None = None  # linear decay to this value over the run when set
+    learning_rate_decay_start: float = 0.0  # the decay starts after this fraction of the run
     loss: Literal["mse", "huber"] = "mse"
     max_grad_norm: float | None = None
     adam_eps: float = 1e-8
@@ -89,6 +90,7 @@ class DQNConfig(RunConfig):
         need(self.learning_rate > 0 and math.isfinite(self.learning_rate), "learning_rate", "positive")
         if self.learning_rate_final is not None:
             need(0 <= self.learning_rate_final < math.inf, "learning_rate_final", "at least 0 (or none)")
+        need(0 <= self.learning_rate_decay_start < 1, "learning_rate_decay_start", "in [0, 1)")
         if self.max_grad_norm is not None:
             need(self.max_grad_norm > 0, "max_grad_norm", "positive (or none)")
         need(self.adam_eps > 0, "adam_eps", "positive")
