@@ -28,10 +28,12 @@ sweep() {  # sweep NAME ENV_ID [qiter sweep options]
 }
 
 # CartPole-v1, 10 seeds: the stable preset, the preset it replaced (a target copy every 10 steps and the
-# learning rate decayed to 0) with its early stop turned off, the seed's settings and Rainbow-lite.
+# learning rate decayed to 0) with its early stop turned off, the stable preset with a constant learning
+# rate, the seed's settings and Rainbow-lite.
 sweep cartpole-stable CartPole-v1 --preset CartPole-v1-stable --seeds 0-9
 sweep cartpole-stable-before CartPole-v1 --preset CartPole-v1-stable --seeds 0-9 \
-    --set target_network_update_interval=10 --set learning_rate_final=0
+    --set target_network_update_interval=10 --set learning_rate_final=0 --set learning_rate_decay_start=0
+sweep cartpole-stable-const CartPole-v1 --preset CartPole-v1-stable --seeds 0-9 --set learning_rate_final=none
 sweep cartpole-seed CartPole-v1 --preset CartPole-v1 --seeds 0-9
 sweep cartpole-rainbow-lite CartPole-v1 --preset CartPole-v1-rainbow-lite --seeds 0-9
 # The longer tasks, 3 seeds each (LunarLander needs pip install "qiter[box2d]").
@@ -40,8 +42,10 @@ sweep mountaincar MountainCar-v0 --preset MountainCar-v0 --seeds 0-2
 sweep lunarlander LunarLander-v3 --preset LunarLander-v3 --seeds 0-2
 sweep lunarlander-rlberry LunarLander-v3 --preset LunarLander-v3-rlberry --seeds 0-2
 
-cartpole=("$out/cartpole-stable" "$out/cartpole-stable-before" "$out/cartpole-seed" "$out/cartpole-rainbow-lite")
-labels=(CartPole-v1-stable "previous stable, no early stop" "CartPole-v1 (the seed's)" CartPole-v1-rainbow-lite)
+cartpole=("$out/cartpole-stable" "$out/cartpole-stable-before" "$out/cartpole-stable-const" "$out/cartpole-seed"
+    "$out/cartpole-rainbow-lite")
+labels=(CartPole-v1-stable "previous stable, no early stop" "stable, constant rate" "CartPole-v1 (the seed's)"
+    CartPole-v1-rainbow-lite)
 qiter report "${cartpole[@]}" --labels "${labels[@]}" --threshold 475
 qiter plot "${cartpole[@]}" --labels "${labels[@]}" --out "$plots/results-cartpole.png"
 qiter plot "${cartpole[@]}" --labels "${labels[@]}" --metric mean_q --out "$plots/results-cartpole-q.png" \

@@ -27,9 +27,9 @@ def test_results_script_smoke(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=900, check=False, cwd=tmp_path, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    # One report per task, the CartPole one with its four presets labelled and the peak mean Q.
+    # One report per task, the CartPole one with its five settings labelled and the peak mean Q.
     assert "| CartPole-v1-stable | 2 |" in proc.stdout and "peak mean Q (bound)" in proc.stdout
     assert "| previous stable, no early stop | 2 |" in proc.stdout
     for name in ("results-cartpole", "results-cartpole-q", "results-classic", "results-lunarlander"):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
-    assert len(list(tmp_path.glob("*/*/seed-*/eval.json"))) == 2 * 8
+    assert len(list(tmp_path.glob("*/*/seed-*/eval.json"))) == 2 * 9
