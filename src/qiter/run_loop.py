@@ -487,8 +487,8 @@ class QValueWatch:
     """Warns once when the mean Q-value goes far above what any return can be worth.
 
     With rewards at most ``max_reward`` and discount ``gamma``, no Q-value can exceed
-    ``bound = max_reward / (1 - gamma)`` (:func:`~qiter.run_config.q_value_bound`). A mean Q well above it is not a number to hide: the critic is
-    diverging, whatever the returns say.
+    ``bound = max_reward / (1 - gamma)`` (:func:`~qiter.run_config.q_value_bound`). A mean Q well above
+    it is not a number to hide: the critic is diverging, whatever the returns say.
 
     :param bound: The config's :meth:`~qiter.run_config.RunConfig.q_value_bound`.
     :param margin: How far above the bound warns, as a fraction of ``|bound|`` (at least 1 in absolute
