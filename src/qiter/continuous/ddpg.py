@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 
 from qiter.buffers.replay import TorchReplayBufferSamples
-from qiter.continuous.agent import ContinuousAgent
+from qiter.continuous.agent import ContinuousAgent, q_stats
 from qiter.continuous.config import ActorCriticConfig, DDPGConfig, TD3Config
 from qiter.continuous.networks import Actor, Critics
 from qiter.optim import make_adam, polyak_update
@@ -112,8 +112,7 @@ class ActorCriticAgent(ContinuousAgent):
         return {
             "critic_loss": float(critic_loss.item()) / cfg.n_critics,
             "actor_loss": self._last_actor_loss,
-            "mean_q": float(q_values[0].detach().mean()),
-            "max_q": float(q_values[0].detach().max()),
+            **q_stats(q_values[0].detach()),
         }
 
     def _actor_step(self, observations: th.Tensor) -> float:

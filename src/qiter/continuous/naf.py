@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 
 from qiter.buffers.replay import TorchReplayBufferSamples
-from qiter.continuous.agent import ContinuousAgent
+from qiter.continuous.agent import ContinuousAgent, q_stats
 from qiter.continuous.config import NAFConfig
 from qiter.continuous.networks import NAFNetwork
 from qiter.optim import make_adam, polyak_update
@@ -60,8 +60,7 @@ class NAFAgent(ContinuousAgent):
         loss.backward()
         self.optimizer.step()
         polyak_update(self.q_target_net, self.q_net, cfg.tau)
-        q = q_values.detach()
-        return {"loss": float(loss.item()), "mean_q": float(q.mean()), "max_q": float(q.max())}
+        return {"loss": float(loss.item()), **q_stats(q_values.detach())}
 
     def modules(self) -> dict[str, th.nn.Module | th.optim.Optimizer]:
         return {"q_net": self.q_net, "q_target_net": self.q_target_net, "optimizer": self.optimizer}

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 
 from qiter.buffers.replay import TorchReplayBufferSamples
-from qiter.continuous.agent import ContinuousAgent
+from qiter.continuous.agent import ContinuousAgent, q_stats
 from qiter.continuous.config import CEMConfig
 from qiter.continuous.networks import Critics
 from qiter.optim import make_adam, polyak_update
@@ -128,12 +128,7 @@ class CEMAgent(ContinuousAgent):
         loss.backward()
         self.optimizer.step()
         polyak_update(self.q_target_net, self.q_net, cfg.tau)
-        q = q_values[0].detach()
-        return {
-            "loss": float(loss.item()) / cfg.n_critics,
-            "mean_q": float(q.mean()),
-            "max_q": float(q.max()),
-        }
+        return {"loss": float(loss.item()) / cfg.n_critics, **q_stats(q_values[0].detach())}
 
     def modules(self) -> dict[str, th.nn.Module | th.optim.Optimizer]:
         return {"q_net": self.q_net, "q_target_net": self.q_target_net, "optimizer": self.optimizer}
