@@ -13,6 +13,7 @@ update) timed alone on a warmed population, weighted by how often the schedule c
 Usage::
 
     python benchmarks/bench_population.py --quick                   # 3k steps, N = 1, 8, 64
+    python benchmarks/bench_population.py --agents 64 --workers 1,2 # one process, then two
     python benchmarks/bench_population.py --agents 1,16,64,256 --steps 10000 --backends numpy,torch
     python benchmarks/bench_population.py --device cuda --agents 1024,4096 --steps 20000 --profile
 """
@@ -31,7 +32,8 @@ import numpy as np
 import torch as th
 
 from qiter.dqn.presets import resolve_config
-from qiter.population.train import Population, agent_configs, train
+from qiter.population.lockstep import Population
+from qiter.population.train import agent_configs, train
 
 
 def _config(steps: int, device: str, backend: str) -> Any:
@@ -41,6 +43,12 @@ def _config(steps: int, device: str, backend: str) -> Any:
     )
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished child processes (a population's workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def single_agent(steps: int) -> tuple[float, float]:
     """One qiter agent (``qiter.dqn.train``, numpy fast path): (steps/s of the run's own timer, steps per
     CPU-second of the whole call, setup and a 1-episode final evaluation included, as for a population)."""
@@ -48,23 +56,29 @@ def single_agent(steps: int) -> tuple[float, float]:
 
     config = _config(steps, "cpu", "numpy")
     with tempfile.TemporaryDirectory() as folder:
-        cpu0 = time.process_time()
+        cpu0 = _cpu_seconds()
         result = train_single(
             config, folder, progress=False, verbose=0, tensorboard=False, final_eval_episodes=1
         )
-        cpu = time.process_time() - cpu0
+        cpu = _cpu_seconds() - cpu0
     return result.steps_per_second, steps / max(cpu, 1e-9)
 
 
 def population(
-    n: int, steps: int, device: str, backend: str, threads: int | None
-) -> tuple[float, float, float]:
-    """A population of ``n``: (agent-steps/s wall, agent-steps per CPU-second, final mean return)."""
+    n: int, steps: int, device: str, backend: str, threads: int | None, workers: int | None
+) -> tuple[float, float, float, int]:
+    """A population of ``n``: (agent-steps/s wall, agent-steps per CPU-second of all its processes, final
+    mean return, processes)."""
     config = _config(steps, device, backend)
-    cpu0 = time.process_time()
-    result = train(config, n, final_eval_episodes=1, threads=threads)
-    cpu = time.process_time() - cpu0
-    return result.agent_steps_per_second, n * steps / max(cpu, 1e-9), float(result.final_returns.mean())
+    cpu0 = _cpu_seconds()
+    result = train(config, n, final_eval_episodes=1, threads=threads, workers=workers)
+    cpu = _cpu_seconds() - cpu0
+    return (
+        result.agent_steps_per_second,
+        n * steps / max(cpu, 1e-9),
+        float(result.final_returns.mean()),
+        result.workers,
+    )
 
 
 def _sync(device: str) -> None:
@@ -130,6 +144,11 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="BLAS/torch threads on the CPU (0: leave as is)"
     )
+    parser.add_argument(
+        "--workers",
+        default="auto",
+        help="comma-separated process counts to measure (auto: one per core, at least 16 agents each)",
+    )
     parser.add_argument("--no-single", action="store_true", help="skip the single-agent reference")
     parser.add_argument("--profile", action="store_true", help="per-component breakdown at the largest N")
     args = parser.parse_args()
@@ -149,18 +168,22 @@ def main() -> None:
             f"single qiter agent (numpy fast path): {reference[0]:,.0f} steps/s, {reference[1]:,.0f} steps/CPU-s"
         )
     print(
-        "| backend | agents | agent-steps/s | vs single | agent-steps/CPU-s | vs single (CPU) | final mean return |"
+        "| backend | agents | processes | agent-steps/s | vs single | agent-steps/CPU-s | vs single (CPU) "
+        "| final mean return |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    worker_counts = [None if w == "auto" else int(w) for w in args.workers.split(",")]
     for backend in backends:
         for n in sizes:
-            rate, cpu_rate, final = population(n, steps, args.device, backend, threads)
-            ratio = f"{rate / reference[0]:.2f}x" if reference else ""
-            cpu_ratio = f"{cpu_rate / reference[1]:.2f}x" if reference else ""
-            print(
-                f"| {backend} | {n} | {rate:,.0f} | {ratio} | {cpu_rate:,.0f} | {cpu_ratio} | {final:.1f} |",
-                flush=True,
-            )
+            for workers in worker_counts:
+                rate, cpu_rate, final, used = population(n, steps, args.device, backend, threads, workers)
+                ratio = f"{rate / reference[0]:.2f}x" if reference else ""
+                cpu_ratio = f"{cpu_rate / reference[1]:.2f}x" if reference else ""
+                print(
+                    f"| {backend} | {n} | {used} | {rate:,.0f} | {ratio} | {cpu_rate:,.0f} | {cpu_ratio} "
+                    f"| {final:.1f} |",
+                    flush=True,
+                )
     if args.profile:
         n = max(sizes)
         for backend in backends:

@@ -10,7 +10,7 @@ from qiter.errors import QiterError
 from qiter.population.array_envs import ARRAY_ENVS, make_array_env
 from qiter.population.arrays import NumpyOps, Ops, TorchOps
 
-BACKENDS = [NumpyOps(0), TorchOps("cpu", 0)]
+BACKENDS = [NumpyOps(), TorchOps("cpu")]
 
 
 def _state_of(env: gym.Env) -> np.ndarray:
@@ -57,7 +57,7 @@ def test_transitions_match_gymnasium(env_id: str, ops: Ops) -> None:
 @pytest.mark.parametrize("env_id", list(ARRAY_ENVS))
 def test_initial_states_and_autoreset(env_id: str) -> None:
     """Initial states lie in gymnasium's reset ranges; finished copies restart with elapsed steps at 0."""
-    ops = NumpyOps(0)
+    ops = NumpyOps()
     env = make_array_env(env_id, 256, ops)
     obs = env.reset()
     reference = gym.make(env_id)
@@ -74,4 +74,4 @@ def test_initial_states_and_autoreset(env_id: str) -> None:
 
 def test_unknown_env_lists_the_supported() -> None:
     with pytest.raises(QiterError, match="CartPole-v1, Acrobot-v1, MountainCar-v0, Pendulum-v1"):
-        make_array_env("FlappyBird-v0", 4, NumpyOps(0))
+        make_array_env("FlappyBird-v0", 4, NumpyOps())

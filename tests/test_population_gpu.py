@@ -11,6 +11,7 @@ from qiter.errors import QiterError
 from qiter.population.array_envs import ARRAY_ENVS, make_array_env
 from qiter.population.arrays import NumpyOps, TorchOps
 from qiter.population.learner import AgentSettings, PopulationLearner
+from qiter.population.streams import Streams
 from qiter.population.train import train
 
 pytestmark = pytest.mark.skipif(not th.cuda.is_available(), reason="needs CUDA")
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.skipif(not th.cuda.is_available(), reason="needs CUDA")
 
 @pytest.mark.parametrize("env_id", list(ARRAY_ENVS))
 def test_cuda_envs_step_like_numpy(env_id: str) -> None:
-    cpu, gpu = NumpyOps(0), TorchOps("cuda", 0)
+    cpu, gpu = NumpyOps(), TorchOps("cuda")
     ours, theirs = make_array_env(env_id, 512, cpu), make_array_env(env_id, 512, gpu)
     ours.reset()
     rng = np.random.default_rng(0)
@@ -42,10 +43,10 @@ def test_cuda_learner_matches_numpy() -> None:
     settings = AgentSettings(
         np.array([1e-3, 1e-2, 3e-4]), np.array([0.99, 0.9, 0.5]), np.array([False, True, True])
     )
-    cpu, gpu = NumpyOps(0), TorchOps("cuda", 0)
+    cpu, gpu = NumpyOps(), TorchOps("cuda")
     a = PopulationLearner(cpu, 3, [4, 16, 16, 2], settings)
     b = PopulationLearner(gpu, 3, [4, 16, 16, 2], settings)
-    a.initialize()
+    a.initialize(Streams(cpu, [0, 1, 2]))
     gpu.copy_into(b.params, gpu.asarray(a.params))
     b.update_target()
     rng = np.random.default_rng(0)

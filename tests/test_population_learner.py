@@ -15,6 +15,7 @@ from qiter.dqn.learner import TDSettings
 from qiter.dqn.networks import QNetwork
 from qiter.population.arrays import NumpyOps, Ops, TorchOps
 from qiter.population.learner import AgentSettings, PopulationLearner
+from qiter.population.streams import Streams
 
 OBS, ACTIONS, BATCH = 4, 3, 16
 LR = [1e-3, 3e-4, 1e-2]
@@ -40,7 +41,7 @@ def _batches(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
     )
 
 
-@pytest.mark.parametrize("ops", [NumpyOps(0), TorchOps("cpu", 0)], ids=lambda o: o.name)
+@pytest.mark.parametrize("ops", [NumpyOps(), TorchOps("cpu")], ids=lambda o: o.name)
 @pytest.mark.parametrize(("loss", "max_grad_norm"), [("mse", None), ("huber", 0.5)])
 def test_agents_match_single_learners(ops: Ops, loss: str, max_grad_norm: float | None) -> None:
     """Three agents with their own learning rate, gamma and Double DQN flag, 20 updates and a target copy:
@@ -72,10 +73,10 @@ def test_agents_match_single_learners(ops: Ops, loss: str, max_grad_norm: float 
 
 
 def test_target_mask_copies_only_the_due_agents() -> None:
-    ops = NumpyOps(0)
+    ops = NumpyOps()
     settings = AgentSettings(np.full(2, 1e-3), np.full(2, 0.99), np.zeros(2, bool))
     pop = PopulationLearner(ops, 2, [OBS, 8, ACTIONS], settings)
-    pop.initialize()
+    pop.initialize(Streams(ops, [0, 1]))
     pop.params += 1.0
     pop.update_target(np.array([True, False]))
     assert np.array_equal(pop.target_weights[0][0], pop.weights[0][0])

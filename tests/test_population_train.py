@@ -13,6 +13,8 @@ from qiter.dqn.config import DQNConfig
 from qiter.dqn.presets import resolve_config
 from qiter.errors import QiterError
 from qiter.population.array_envs import CartPole
+from qiter.population.lockstep import Population
+from qiter.population.shards import Shards, WorkerSlice
 from qiter.population.train import agent_configs, check_memory, train
 
 
@@ -56,8 +58,53 @@ def test_same_seed_same_run() -> None:
     np.testing.assert_array_equal(train(config, 3).final_returns, train(config, 3).final_returns)
 
 
+def test_an_agent_runs_the_same_alone_or_among_others() -> None:
+    """Per-agent random streams: agent seed 5 alone, and agent 2 of a population seeded 3 whose neighbours
+    differ in seed and target interval (masked target copies), end with the same weights and scores."""
+    alone = train(_config(1500, "learning_starts=200", "seed=5"), 1)
+    among = train(
+        _config(1500, "learning_starts=200", "seed=3"), 4, {"target_network_update_interval": ["10", "20"]}
+    )
+    assert [c.target_network_update_interval for c in among.configs] == [10, 20, 10, 20]
+    for (w, b), (w2, b2) in zip(alone.agent_layers(0), among.agent_layers(2)):
+        np.testing.assert_array_equal(w, w2)
+        np.testing.assert_array_equal(b, b2)
+    assert [e[0] for e in alone.eval_returns] == [e[2] for e in among.eval_returns]
+    assert len(set(among.final_returns)) > 1  # the others are other runs
+
+
+def test_processes_split_the_population_without_changing_a_run() -> None:
+    config = _config(1500, "learning_starts=200")
+    one, two = train(config, 4, workers=1), train(config, 4, workers=2)
+    assert (one.workers, two.workers) == (1, 2)
+    np.testing.assert_array_equal(np.stack(one.eval_returns), np.stack(two.eval_returns))
+    np.testing.assert_array_equal(np.stack(one.train_returns), np.stack(two.train_returns))
+    for (w, b), (w2, b2) in zip(one.layers, two.layers):
+        np.testing.assert_array_equal(w, w2)
+        np.testing.assert_array_equal(b, b2)
+
+
+def test_a_dead_worker_is_one_line() -> None:
+    with Shards(agent_configs(_config(1000), 4), "numpy", workers=2, threads=1) as shards:
+        worker = shards.slices[0]
+        assert isinstance(worker, WorkerSlice)
+        worker.process.kill()
+        with pytest.raises(QiterError, match="worker process died"):
+            shards.call("run", 0, 10)
+
+
+def test_numpy_and_torch_draw_the_same_numbers() -> None:
+    """The streams are computed, not generated: both backends fill the replay buffers alike."""
+    configs = agent_configs(_config(1000, "learning_starts=1000"), 3)
+    pops = [Population(configs, backend) for backend in ("numpy", "torch")]
+    for step in range(300):
+        for pop in pops:
+            pop.step(step)
+    np.testing.assert_array_equal(pops[0].buffer.table, pops[1].ops.to_numpy(pops[1].buffer.table))
+
+
 def test_torch_backend_runs_the_same_schedule_on_the_cpu() -> None:
-    """The CUDA path's code (torch tensors, device random streams) on the CPU."""
+    """The CUDA path's code (torch tensors) on the CPU."""
     result = train(_config(1500, "backend=torch", "learning_starts=200"), 3)
     assert result.backend == "torch"
     assert result.final_returns.shape == (3,) and np.all(np.isfinite(result.final_returns))
@@ -120,6 +167,7 @@ def test_memory_estimate_says_how_many_fit() -> None:
         ["CartPole-v1", "--agents", "2", "--sweep", "nope=1,2"],
         ["CartPole-v1", "--agents", "2", "--sweep", "gamma"],
         ["CartPole-v1", "--agents", "2", "--device", "cuda:99"],
+        ["CartPole-v1", "--agents", "2", "--workers", "0"],
     ],
 )
 def test_cli_errors_are_one_line_and_write_nothing(

@@ -15,7 +15,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "population",
         help="train N independent DQN agents at once (array environments, batched updates)",
-        description="Train a population of independent DQN agents in lockstep, in one process: per-agent "
+        description="Train a population of independent DQN agents in lockstep, by batched array operations "
+        "(split over one process per core on the CPU): per-agent "
         "learning curves, a table and an aggregate plot in one folder. Settings as in `qiter train` "
         "(preset named like the env, --preset, --config, --set); --sweep spreads values over the agents.",
     )
@@ -23,6 +24,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--agents", type=int, required=True, help="number of agents N")
     p.add_argument("--steps", type=int, help="environment steps per agent (n_timesteps)")
     p.add_argument("--device", help="cpu (default) or cuda")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="processes the agents are split over on the CPU (default: one per core, at least 16 agents "
+        "each); the split changes no agent's run",
+    )
     p.add_argument(
         "--sweep",
         action="append",
@@ -81,7 +88,12 @@ def _population(args: argparse.Namespace) -> int:
     # Every check (env, options, sweep, device, memory) runs inside train before any work; the folder is
     # written only once training has finished, so a mistake or an interruption leaves nothing behind.
     result = train(
-        config, args.agents, sweep, final_eval_episodes=args.eval_episodes, progress=not args.quiet
+        config,
+        args.agents,
+        sweep,
+        final_eval_episodes=args.eval_episodes,
+        progress=not args.quiet,
+        workers=args.workers,
     )
     if args.run_dir is not None:
         run_dir = Path(args.run_dir)
@@ -94,7 +106,8 @@ def _population(args: argparse.Namespace) -> int:
         print(f"Run folder: {run_dir}")
         print(
             f"Trained {args.agents} agents x {config.n_timesteps} steps in {result.wall_time:.1f} s "
-            f"({result.agent_steps_per_second:,.0f} agent-steps/s, {result.backend} backend on {config.device})"
+            f"({result.agent_steps_per_second:,.0f} agent-steps/s, {result.backend} backend on {config.device}, "
+            f"{result.workers} process{'es' if result.workers > 1 else ''})"
         )
     print(summary_table(result, sweep))
     best = result.best_agent

@@ -8,9 +8,10 @@ buffer, and the next episode's first one, for acting); ``terminated`` (a termina
 ``truncated`` (the time limit, as gymnasium's ``TimeLimit``: set whenever the step count reaches the limit)
 are kept apart.
 
-Random draws: one stream per backend (:class:`~qiter.population.arrays.Ops`) for all copies; each step
-draws a fresh initial state for every copy and keeps it only where the copy finished, so the number of
-draws never depends on the data (no host synchronization on a GPU).
+Random draws: one stream per copy (:class:`~qiter.population.streams.Streams`, a population gives copy
+``i`` agent ``i``'s stream), counted by the env's own step counter; each step draws a fresh initial state
+for every copy and keeps it only where the copy finished, so the draws never depend on the data (no host
+synchronization on a GPU) and copy ``i``'s episodes do not depend on the other copies.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import ClassVar, NamedTuple
 
 from qiter.errors import QiterError
 from qiter.population.arrays import Array, Ops
+from qiter.population.streams import RESET, Streams
 
 
 class ArrayStep(NamedTuple):
@@ -36,7 +38,8 @@ class ArrayEnv:
     """``n`` copies of one environment.
 
     :param n: Number of copies.
-    :param ops: The array backend (numpy, or torch on a device) and its random stream.
+    :param ops: The array backend (numpy, or torch on a device).
+    :param streams: One random stream per copy (default: streams seeded ``0 .. n - 1``).
     """
 
     env_id: ClassVar[str] = ""
@@ -45,15 +48,19 @@ class ArrayEnv:
     n_actions: ClassVar[int | None] = None  # None: a Box action space (Pendulum)
     max_episode_steps: ClassVar[int] = 0
 
-    def __init__(self, n: int, ops: Ops) -> None:
+    def __init__(self, n: int, ops: Ops, streams: Streams | None = None) -> None:
         self.n = n
         self.ops = ops
+        self.streams = Streams(ops, range(n)) if streams is None else streams
+        assert self.streams.n == n, f"{self.streams.n} random streams for {n} copies"
+        self.draws = 0  # initial-state draws so far: the counter of the streams
+        self._bounds: dict[tuple[tuple[float, ...], tuple[float, ...]], tuple[Array, Array]] = {}
         self.state = ops.zeros((n, self.state_dim), "float64")
         self.elapsed = ops.zeros((n,), "int64")
 
     # Each environment defines these three.
-    def initial_states(self, n: int) -> Array:
-        """``n`` draws from the initial-state distribution, shape ``(n, state_dim)`` float64."""
+    def initial_states(self) -> Array:
+        """A draw from the initial-state distribution for every copy, shape ``(n, state_dim)`` float64."""
         raise NotImplementedError
 
     def dynamics(self, state: Array, actions: Array) -> tuple[Array, Array, Array]:
@@ -66,7 +73,7 @@ class ArrayEnv:
 
     def reset(self) -> Array:
         """Reset every copy; return the first observations, shape ``(n, obs_dim)``."""
-        self.state = self.initial_states(self.n)
+        self.state = self.initial_states()
         self.elapsed = self.elapsed * 0
         return self.observe(self.state)
 
@@ -82,15 +89,21 @@ class ArrayEnv:
         truncateds = self.elapsed >= self.max_episode_steps
         done = terminateds | truncateds
         final_observations = self.observe(state)
-        self.state = ops.where(done[:, None], self.initial_states(self.n), state)
+        self.state = ops.where(done[:, None], self.initial_states(), state)
         self.elapsed = ops.where(done, self.elapsed * 0, self.elapsed)
         return ArrayStep(final_observations, rewards, terminateds, truncateds, self.observe(self.state))
 
-    def _uniform(self, low: list[float], high: list[float], n: int) -> Array:
-        """Per-column uniform draws in ``[low, high)``, as ``np_random.uniform(low, high)`` draws them."""
-        ops = self.ops
-        lo, hi = ops.asarray(low, "float64"), ops.asarray(high, "float64")
-        return lo + (hi - lo) * ops.random((n, len(low)), "float64")
+    def _uniform(self, low: list[float], high: list[float]) -> Array:
+        """Per-column uniform draws in ``[low, high)`` for every copy, as ``np_random.uniform(low, high)``."""
+        bounds = self._bounds.get((tuple(low), tuple(high)))
+        if bounds is None:  # made once: a copy to a GPU on every step would wait for it
+            bounds = self._bounds[(tuple(low), tuple(high))] = (
+                self.ops.asarray(low, "float64"),
+                self.ops.asarray(high, "float64"),
+            )
+        lo, hi = bounds
+        self.draws += 1
+        return lo + (hi - lo) * self.streams.uniform(RESET, self.draws, (len(low),), "float64")
 
 
 class CartPole(ArrayEnv):
@@ -107,8 +120,8 @@ class CartPole(ArrayEnv):
     theta_threshold = 12 * 2 * math.pi / 360
     x_threshold = 2.4
 
-    def initial_states(self, n: int) -> Array:
-        return self._uniform([-0.05] * 4, [0.05] * 4, n)
+    def initial_states(self) -> Array:
+        return self._uniform([-0.05] * 4, [0.05] * 4)
 
     def dynamics(self, state: Array, actions: Array) -> tuple[Array, Array, Array]:
         ops = self.ops
@@ -152,9 +165,9 @@ class Acrobot(ArrayEnv):
     g = 9.8
     max_vel_1, max_vel_2 = 4 * math.pi, 9 * math.pi
 
-    def initial_states(self, n: int) -> Array:
+    def initial_states(self) -> Array:
         # gymnasium draws in float64 and stores the initial state as float32.
-        drawn = self._uniform([-0.1] * 4, [0.1] * 4, n)
+        drawn = self._uniform([-0.1] * 4, [0.1] * 4)
         return self.ops.astype(self.ops.astype(drawn, "float32"), "float64")
 
     def _dsdt(self, s: Array, torque: Array) -> Array:
@@ -234,8 +247,8 @@ class MountainCar(ArrayEnv):
     min_position, max_position, max_speed, goal_position = -1.2, 0.6, 0.07, 0.5
     force, gravity = 0.001, 0.0025
 
-    def initial_states(self, n: int) -> Array:
-        return self._uniform([-0.6, 0.0], [-0.4, 0.0], n)
+    def initial_states(self) -> Array:
+        return self._uniform([-0.6, 0.0], [-0.4, 0.0])
 
     def dynamics(self, state: Array, actions: Array) -> tuple[Array, Array, Array]:
         ops = self.ops
@@ -263,8 +276,8 @@ class Pendulum(ArrayEnv):
     max_episode_steps = 200
     max_speed, max_torque, dt, g, mass, length = 8.0, 2.0, 0.05, 10.0, 1.0, 1.0
 
-    def initial_states(self, n: int) -> Array:
-        return self._uniform([-math.pi, -1.0], [math.pi, 1.0], n)
+    def initial_states(self) -> Array:
+        return self._uniform([-math.pi, -1.0], [math.pi, 1.0])
 
     def dynamics(self, state: Array, actions: Array) -> tuple[Array, Array, Array]:
         ops = self.ops
@@ -292,8 +305,10 @@ ARRAY_ENVS: dict[str, type[ArrayEnv]] = {
 }
 
 
-def make_array_env(env_id: str, n: int, ops: Ops) -> ArrayEnv:
+def make_array_env(env_id: str, n: int, ops: Ops, streams: Streams | None = None) -> ArrayEnv:
     """``n`` copies of ``env_id`` as arrays.
+
+    :param streams: One random stream per copy (default: seeds ``0 .. n - 1``).
 
     :raises QiterError: No array version of ``env_id`` exists (the line lists those that do).
     """
@@ -301,4 +316,4 @@ def make_array_env(env_id: str, n: int, ops: Ops) -> ArrayEnv:
         raise QiterError(
             f"{env_id!r} has no array version for populations; supported: {', '.join(ARRAY_ENVS)}"
         )
-    return ARRAY_ENVS[env_id](n, ops)
+    return ARRAY_ENVS[env_id](n, ops, streams)

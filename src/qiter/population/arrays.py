@@ -2,11 +2,12 @@
 
 Why: the population code must run on numpy (the CPU fast path), on torch's CPU backend and on CUDA. Python
 operators (``@``, ``*``, ``+=``, ``.mT``, indexing) already mean the same in both libraries; the few calls
-that differ in name or signature (reductions, random draws, gathers, dtypes) go through an :class:`Ops`
+that differ in name or signature (reductions, gathers, dtypes) go through an :class:`Ops`
 object. Every method is one library call, so the indirection costs a Python call, not a copy.
 
-Nothing here synchronizes the host with a GPU: random draws and schedules stay on the device, and Python
-scalars enter kernels as arguments, so a CUDA step can be captured in a graph.
+Nothing here synchronizes the host with a GPU: Python scalars enter kernels as arguments, so a CUDA step
+can be captured in a graph. Random numbers are not drawn here but computed by
+:mod:`qiter.population.streams`, one stream per agent.
 """
 
 from __future__ import annotations
@@ -46,10 +47,6 @@ class Ops:
     name: str = ""
     device: str = "cpu"
 
-    def seed(self, seed: int) -> None:
-        """Reseed the random stream."""
-        raise NotImplementedError
-
     def zeros(self, shape: tuple[int, ...], dtype: str = "float32") -> Array:
         raise NotImplementedError
 
@@ -67,10 +64,6 @@ class Ops:
         raise NotImplementedError
 
     def astype(self, x: Array, dtype: str) -> Array:
-        raise NotImplementedError
-
-    def random(self, shape: tuple[int, ...], dtype: str = "float64") -> Array:
-        """Uniform draws in [0, 1)."""
         raise NotImplementedError
 
     def where(self, cond: Array, a: Array, b: Array) -> Array:
@@ -132,18 +125,12 @@ class Ops:
 
 
 class NumpyOps(Ops):
-    """numpy arrays on the CPU; one ``numpy.random.Generator`` stream.
-
-    :param seed: Seed of the random stream.
-    """
+    """numpy arrays on the CPU."""
 
     name = "numpy"
 
-    def __init__(self, seed: int = 0) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def seed(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
+    def __init__(self) -> None:
+        self._zeros: dict[tuple[int, ...], np.ndarray] = {}
 
     def zeros(self, shape: tuple[int, ...], dtype: str = "float32") -> Array:
         return np.zeros(shape, dtype=_NP_DTYPES[dtype])
@@ -162,9 +149,6 @@ class NumpyOps(Ops):
 
     def astype(self, x: Array, dtype: str) -> Array:
         return x.astype(_NP_DTYPES[dtype])
-
-    def random(self, shape: tuple[int, ...], dtype: str = "float64") -> Array:
-        return self.rng.random(shape, dtype=_NP_DTYPES[dtype])
 
     def where(self, cond: Array, a: Array, b: Array) -> Array:
         return np.where(cond, a, b)
@@ -209,7 +193,11 @@ class NumpyOps(Ops):
         np.copyto(dst, src)
 
     def relu_(self, x: Array) -> None:
-        np.maximum(x, 0, out=x)
+        # Against an array of zeros, not the scalar 0: numpy's SIMD loop takes two arrays (3x faster here).
+        zeros = self._zeros.get(x.shape)
+        if zeros is None:
+            zeros = self._zeros[x.shape] = np.zeros(x.shape, dtype=x.dtype)
+        np.maximum(x, zeros, out=x)
 
     def tanh_(self, x: Array) -> None:
         np.tanh(x, out=x)
@@ -233,21 +221,15 @@ class NumpyOps(Ops):
 
 
 class TorchOps(Ops):
-    """torch tensors on ``device``; one ``torch.Generator`` on that device.
+    """torch tensors on ``device``.
 
     :param device: A torch device string (``"cpu"``, ``"cuda"``...).
-    :param seed: Seed of the random stream.
     """
 
     name = "torch"
 
-    def __init__(self, device: str = "cpu", seed: int = 0) -> None:
+    def __init__(self, device: str = "cpu") -> None:
         self.device = device
-        self.generator = th.Generator(device=device)
-        self.generator.manual_seed(seed)
-
-    def seed(self, seed: int) -> None:
-        self.generator.manual_seed(seed)
 
     def zeros(self, shape: tuple[int, ...], dtype: str = "float32") -> Array:
         return th.zeros(shape, dtype=_TH_DTYPES[dtype], device=self.device)
@@ -266,9 +248,6 @@ class TorchOps(Ops):
 
     def astype(self, x: Array, dtype: str) -> Array:
         return x.to(_TH_DTYPES[dtype])
-
-    def random(self, shape: tuple[int, ...], dtype: str = "float64") -> Array:
-        return th.rand(shape, generator=self.generator, dtype=_TH_DTYPES[dtype], device=self.device)
 
     def where(self, cond: Array, a: Array, b: Array) -> Array:
         return th.where(cond, a, b)
@@ -329,13 +308,12 @@ class TorchOps(Ops):
         state.params.add_(tmp, alpha=-step_size)
 
 
-def make_ops(backend: str, device: str, seed: int) -> Ops:
+def make_ops(backend: str, device: str) -> Ops:
     """The :class:`Ops` for ``backend`` (``"numpy"`` or ``"torch"``) on ``device``.
 
     :param backend: ``"numpy"`` (CPU only) or ``"torch"``.
     :param device: A torch device string.
-    :param seed: Seed of the random stream.
     """
     if backend == "numpy":
-        return NumpyOps(seed)
-    return TorchOps(device, seed)
+        return NumpyOps()
+    return TorchOps(device)

@@ -5,12 +5,13 @@ transitions; one position counter serves them all. A transition is one float32 r
 ``[s, s', a, r, terminated]``, so sampling one costs one random memory access instead of five (the
 buffers of a population are far larger than the caches, and sampling is bound by those accesses).
 Sampling draws an independent minibatch per agent (uniform indices, as :class:`qiter.buffers.ReplayBuffer`
-draws them) and gathers every agent's rows with one indexing call.
+draws them, from the agent's own random stream) and gathers every agent's rows with one indexing call.
 """
 
 from __future__ import annotations
 
 from qiter.population.arrays import Array, Ops
+from qiter.population.streams import SAMPLE, Streams
 
 
 def row_width(obs_dim: int) -> int:
@@ -27,19 +28,21 @@ class PopulationBuffer:
     """Ring buffers of ``capacity`` transitions for each of ``n_agents`` agents.
 
     :param ops: The array backend.
-    :param n_agents: N.
+    :param streams: The agents' random streams (their number is N).
     :param capacity: Transitions kept per agent.
     :param obs_dim: Observation size.
     """
 
-    def __init__(self, ops: Ops, n_agents: int, capacity: int, obs_dim: int) -> None:
-        self.ops = ops
-        self.n, self.capacity, self.obs_dim = n_agents, capacity, obs_dim
+    def __init__(self, ops: Ops, streams: Streams, capacity: int, obs_dim: int) -> None:
+        self.ops, self.streams = ops, streams
+        self.n, self.capacity, self.obs_dim = streams.n, capacity, obs_dim
+        n_agents = streams.n
         self.table = ops.zeros((n_agents * capacity, row_width(obs_dim)))
         # Row offset of each agent's block in the table.
         self.offsets = ops.arange(n_agents)[:, None] * capacity
         self.pos = 0
         self.size = 0
+        self.samples = 0  # minibatches drawn so far: the counter of the streams
 
     def add(self, obs: Array, actions: Array, rewards: Array, next_obs: Array, terminateds: Array) -> None:
         """Store one transition per agent (arrays with a leading axis of N)."""
@@ -57,9 +60,8 @@ class PopulationBuffer:
         """An independent uniform minibatch per agent: ``(obs, actions, rewards, next_obs, terminateds)``,
         each with leading axes ``(N, batch_size)``."""
         ops, d = self.ops, self.obs_dim
-        # floor(U * size): uniform indices in [0, size), as the single-agent buffer draws them.
-        index = ops.astype(ops.random((self.n, batch_size), "float32") * self.size, "int64")
-        index = ops.clip(index, 0, self.size - 1) + self.offsets
+        self.samples += 1
+        index = self.streams.integers(SAMPLE, self.samples, self.size, (batch_size,)) + self.offsets
         rows = ops.take_rows(self.table, index)  # (N, B, width): one gather
         return (
             rows[..., :d],

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qiter.population.arrays import AdamState, Array, Ops
+from qiter.population.streams import INIT, Streams
 
 
 @dataclass
@@ -111,14 +112,14 @@ class PopulationLearner:
         self.lr = lr
         self.adam = AdamState(ops, self.params, self.grad, lr, self.adam_eps)
 
-    def initialize(self) -> None:
+    def initialize(self, streams: Streams) -> None:
         """PyTorch's ``nn.Linear`` initialization for every agent (weights and biases uniform in
-        +-1/sqrt(fan_in)), drawn from the backend's stream; the target networks start as copies."""
+        +-1/sqrt(fan_in)), each agent from its own stream; the target networks start as copies."""
         ops = self.ops
-        for w, b in zip(self.weights, self.biases):
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             bound = 1.0 / math.sqrt(w.shape[1])
-            ops.copy_into(w, ops.random(w.shape, "float32") * (2 * bound) - bound)
-            ops.copy_into(b, ops.random(b.shape, "float32") * (2 * bound) - bound)
+            ops.copy_into(w, streams.uniform(INIT, 2 * i, tuple(w.shape[1:])) * (2 * bound) - bound)
+            ops.copy_into(b, streams.uniform(INIT, 2 * i + 1, tuple(b.shape[1:])) * (2 * bound) - bound)
         self.update_target()
 
     # -- forward and backward --------------------------------------------------------------------------
@@ -131,6 +132,13 @@ class PopulationLearner:
         if buffer is None:
             buffer = self._buffers[full_key] = self.ops.zeros(shape)
         return buffer
+
+    def _ones(self, batch_size: int) -> Array:
+        """``(N, 1, batch_size)`` ones, kept."""
+        ones = self._buffers.get(("ones", batch_size))
+        if ones is None:
+            ones = self._buffers[("ones", batch_size)] = self.ops.full((self.n, 1, batch_size), 1.0)
+        return ones
 
     def forward(
         self, x: Array, target: bool = False, cache: list[Array] | None = None, role: str = "act"
@@ -170,7 +178,9 @@ class PopulationLearner:
         for i in range(len(self.weights) - 1, -1, -1):
             h_in = cache[i]
             ops.matmul_into(h_in.mT, delta, self.grad_w[i])
-            ops.copy_into(self.grad_b[i], ops.sum(delta, 1, keepdims=True))
+            # The bias gradient sums delta over the batch: as a product with ones, 5x faster than a sum
+            # over the middle axis in numpy.
+            ops.matmul_into(self._ones(delta.shape[1]), delta, self.grad_b[i])
             if i > 0:
                 out = self._buffer(("delta", i), tuple(h_in.shape))
                 ops.matmul_into(delta, self.weights[i].mT, out)

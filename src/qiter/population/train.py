@@ -1,18 +1,8 @@
-"""Training a population: N independent DQN agents stepped in lockstep by batched array operations.
+"""Training a population: the checks, the training loop, the results and the best agent's checkpoint.
 
-Each agent has its own weights, Adam state, replay buffer, environment copy, exploration schedule and
-hyperparameters; what they share is the arrays that hold them, so one step of the population is a fixed
-number of array calls whatever N is (no Python loop over agents). The schedule is the single agent's
-(:class:`qiter.dqn.agent.DQNAgent` under :func:`qiter.run_loop.train`), step for step:
-
-1. epsilon from the linear schedule at ``step + 1``, epsilon-greedy actions;
-2. one environment step of every copy (finished copies reset in the same step);
-3. store ``(s, a, r, s', terminated)``;
-4. at ``step``: the target copy every ``target_network_update_interval`` steps, then, after
-   ``learning_starts`` and every ``update_interval`` steps, ``gradient_steps`` updates on minibatches.
-
-Agent ``i`` is seeded with ``config.seed + i`` in what is written out; the random numbers themselves come
-from one stream per population (see :mod:`qiter.population.arrays`).
+Agent ``i`` is seeded with ``config.seed + i`` and gets its share of the sweep; the population's step is
+:class:`qiter.population.lockstep.Population`'s, and on a CPU with several cores the agents are split
+over processes (:mod:`qiter.population.shards`), which changes no agent's run.
 """
 
 from __future__ import annotations
@@ -35,9 +25,10 @@ from qiter.config import config_to_dict, convert_value, field_types, suggest
 from qiter.dqn.config import DQNConfig
 from qiter.errors import QiterError
 from qiter.population.array_envs import ArrayEnv, make_array_env
-from qiter.population.arrays import Array, Ops, make_ops
-from qiter.population.buffer import PopulationBuffer, buffer_bytes
-from qiter.population.learner import AgentSettings, PopulationLearner
+from qiter.population.arrays import make_ops
+from qiter.population.buffer import buffer_bytes
+from qiter.population.lockstep import layer_sizes
+from qiter.population.shards import Shards, default_workers
 
 #: Config keys that may differ from agent to agent (``--sweep``); the rest fix shapes or the schedule.
 SWEEPABLE = (
@@ -62,7 +53,6 @@ UNSUPPORTED: dict[str, Any] = {
     "n_envs": 1,
 }
 LOG_INTERVAL = 1000
-EVAL_SEED_OFFSET = 10_000
 
 
 @dataclass
@@ -77,13 +67,18 @@ class PopulationResult:
     train_returns: list[np.ndarray]  # one (N,) array per log interval: mean return of the episodes ended
     wall_time: float
     agent_steps_per_second: float
-    learner: PopulationLearner = field(repr=False)
+    layers: list[tuple[np.ndarray, np.ndarray]] = field(repr=False)  # per layer: W (N, in, out), b (N, out)
     backend: str = "numpy"
+    workers: int = 1
 
     @property
     def best_agent(self) -> int:
         """The agent with the best final evaluation (the lowest index among ties)."""
         return int(np.argmax(self.final_returns))
+
+    def agent_layers(self, agent: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Agent ``agent``'s layers ``(W (in, out), b (out,))``."""
+        return [(w[agent], b[agent]) for w, b in self.layers]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -153,12 +148,6 @@ def choose_backend(config: DQNConfig) -> str:
     return "numpy"
 
 
-def layer_sizes(config: DQNConfig, env_cls: type[ArrayEnv]) -> list[int]:
-    """``[obs_dim, hidden..., n_actions]`` of the config's network."""
-    assert env_cls.n_actions is not None
-    return [env_cls.obs_dim] + [config.n_hidden_units] * config.n_hidden_layers + [env_cls.n_actions]
-
-
 def estimate_bytes(config: DQNConfig, n_agents: int, env_cls: type[ArrayEnv]) -> int:
     """Memory a population needs: replay buffers, then parameters, target, gradient, Adam moments and the
     learning-rate vector, then the minibatch activations (a generous bound)."""
@@ -196,112 +185,6 @@ def check_memory(
 # ---------------------------------------------------------------------------------------------------------
 
 
-class Population:
-    """The arrays of a population and its step (see the module docstring for the schedule).
-
-    :param configs: One config per agent (the same in everything but :data:`SWEEPABLE`).
-    :param backend: ``"numpy"`` or ``"torch"``.
-    """
-
-    def __init__(self, configs: list[DQNConfig], backend: str) -> None:
-        base = configs[0]
-        self.config = base
-        self.n = n = len(configs)
-        self.ops: Ops = make_ops(backend, base.device, base.seed)
-        self.env = make_array_env(base.env_id, n, self.ops)
-        settings = AgentSettings(
-            learning_rate=np.array([c.learning_rate for c in configs]),
-            gamma=np.array([c.gamma for c in configs]),
-            double_dqn=np.array([c.double_dqn for c in configs]),
-        )
-        self.learner = PopulationLearner(
-            self.ops, n, layer_sizes(base, type(self.env)), settings, base.activation, base.loss,
-            base.max_grad_norm, base.adam_eps,
-        )  # fmt: skip
-        self.learner.initialize()
-        capacity = min(base.replay_buffer_size, base.n_timesteps)
-        self.buffer = PopulationBuffer(self.ops, n, capacity, self.env.obs_dim)
-        ops = self.ops
-        eps0 = np.array([c.exploration_initial_eps for c in configs])
-        self.eps0 = ops.asarray(eps0, "float32")
-        self.eps_delta = ops.asarray(np.array([c.exploration_final_eps for c in configs]) - eps0, "float32")
-        anneal = np.array([int(c.exploration_fraction * c.n_timesteps) for c in configs], dtype=np.float64)
-        # A zero-length schedule is already done (as linear_schedule): any step divided by ~0 clips to 1.
-        self.anneal = ops.asarray(np.maximum(anneal, 1e-9), "float32")
-        self.intervals = np.array([c.target_network_update_interval for c in configs])
-        self.same_interval = bool(np.all(self.intervals == self.intervals[0]))
-        self.intervals_dev = ops.asarray(self.intervals, "int64")
-        self.n_actions = int(self.env.n_actions or 0)
-        self.observations = self.env.reset()
-        self.episode_returns = ops.zeros((n,), "float64")
-        self.finished_sum = ops.zeros((n,), "float64")
-        self.finished_count = ops.zeros((n,), "int64")
-
-    def act(self, step: int) -> Array:
-        """Epsilon-greedy actions at ``step`` (the number of steps done so far)."""
-        ops = self.ops
-        eps = self.eps0 + ops.clip((step + 1) / self.anneal, 0.0, 1.0) * self.eps_delta
-        greedy = self.learner.greedy(self.observations[:, None, :])[:, 0]
-        random_actions = ops.astype(ops.random((self.n,), "float32") * self.n_actions, "int64")
-        explore = ops.random((self.n,), "float32") < eps
-        return ops.where(explore, ops.clip(random_actions, 0, self.n_actions - 1), greedy)
-
-    def step(self, step: int) -> None:
-        """One environment step of every agent, then what the schedule asks for at ``step + 1``."""
-        ops = self.ops
-        actions = self.act(step)
-        out = self.env.step(actions)
-        self.buffer.add(self.observations, actions, out.rewards, out.final_observations, out.terminateds)
-        self.observations = out.observations
-        self.episode_returns = self.episode_returns + out.rewards
-        done = out.terminateds | out.truncateds
-        self.finished_sum = self.finished_sum + ops.where(done, self.episode_returns, 0.0)
-        self.finished_count = self.finished_count + done
-        self.episode_returns = ops.where(done, 0.0, self.episode_returns)
-        self.update(step + 1)
-
-    def update(self, step: int) -> None:
-        """Target copies and gradient steps due at ``step`` (decided on the host: no device sync)."""
-        cfg = self.config
-        due = step % self.intervals == 0
-        if self.same_interval:
-            if due[0]:
-                self.learner.update_target(tau=cfg.tau)
-        elif due.any():
-            self.learner.update_target(self.ops.asarray(due, "bool"), tau=cfg.tau)
-        if step <= cfg.learning_starts or step % cfg.update_interval:
-            return
-        for _ in range(cfg.gradient_steps):
-            self.learner.update(*self.buffer.sample(cfg.batch_size))
-
-    def take_finished(self) -> np.ndarray:
-        """Mean return of the episodes each agent finished since the last call (NaN where none)."""
-        ops = self.ops
-        total, count = ops.to_numpy(self.finished_sum), ops.to_numpy(self.finished_count)
-        self.finished_sum = self.finished_sum * 0
-        self.finished_count = self.finished_count * 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-    def evaluate(self, n_episodes: int, seed: int) -> np.ndarray:
-        """Mean greedy return of each agent over ``n_episodes`` fresh episodes (all agents at once)."""
-        ops = make_ops(self.ops.name, self.ops.device, seed)
-        env = make_array_env(self.config.env_id, self.n * n_episodes, ops)
-        obs = env.reset()
-        returns = ops.zeros((self.n * n_episodes,), "float64")
-        running = ops.full((self.n * n_episodes,), 1.0, "float64")
-        for t in range(env.max_episode_steps):
-            actions = self.learner.greedy(obs.reshape(self.n, n_episodes, -1)).reshape(-1)
-            out = env.step(actions)
-            returns = returns + running * out.rewards
-            running = running * ~(out.terminateds | out.truncateds)
-            obs = out.observations
-            # Every episode ends by the time limit; checking earlier saves steps (one sync per 50).
-            if t % 50 == 49 and not bool(ops.to_numpy(running).any()):
-                break
-        return ops.to_numpy(returns).reshape(self.n, n_episodes).mean(axis=1)
-
-
 def train(
     config: DQNConfig,
     n_agents: int,
@@ -310,6 +193,7 @@ def train(
     final_eval_episodes: int | None = None,
     progress: bool = False,
     threads: int | None = 1,
+    workers: int | None = None,
 ) -> PopulationResult:
     """Train ``n_agents`` DQN agents on ``config.env_id`` for ``config.n_timesteps`` steps each.
 
@@ -319,31 +203,41 @@ def train(
     :param run_dir: When given, the results are written there (see :func:`qiter.population.report.write_run`).
     :param final_eval_episodes: Episodes of the final evaluation (default ``config.n_eval_episodes``).
     :param progress: Print a line per evaluation.
-    :param threads: BLAS and torch threads on the CPU during the run (``None``: leave them). One by default:
-        on a shared machine, worker threads that wait for a busy core cost more than they bring.
+    :param threads: BLAS and torch threads of each process on the CPU (``None``: leave them). One by
+        default: the processes (``workers``) use the cores, and a population's matrices are too small for
+        BLAS threads to pay.
+    :param workers: Processes the agents are split over (this one included); default: one per usable core
+        on the CPU, with at least 16 agents each, and one on a GPU. The split changes no agent's run.
     :raises QiterError: An environment without an array version, an unsupported option, a bad sweep, a
         population too large for the device: before anything is allocated or written.
     """
     config.validate()
     check_supported(config)
-    env_cls = type(make_array_env(config.env_id, 0, make_ops("numpy", "cpu", 0)))
+    env_cls = type(make_array_env(config.env_id, 0, make_ops("numpy", "cpu")))
     if env_cls.n_actions is None:
         raise QiterError(
             f"DQN populations need discrete actions; {config.env_id} has a continuous action space"
         )
     if n_agents < 1:
         raise QiterError(f"--agents must be at least 1, got {n_agents}")
+    if workers is not None and workers < 1:
+        raise QiterError(f"--workers must be at least 1, got {workers}")
     # Memory first: a population far too large is refused before a config per agent is built.
     check_memory(config, n_agents, env_cls)
     configs = agent_configs(config, n_agents, sweep)
     backend = choose_backend(config)
+    if workers is None:
+        workers = default_workers(config, n_agents)
+    if th.device(config.device).type != "cpu":
+        workers, threads = 1, None
     limits = None
     torch_threads = th.get_num_threads()
-    if threads is not None and th.device(config.device).type == "cpu":
+    if threads is not None:
         limits = threadpool_limits(threads, user_api="blas")
         th.set_num_threads(threads)
     try:
-        result = _run(config, configs, backend, final_eval_episodes, progress)
+        with Shards(configs, backend, workers, threads) as shards:
+            result = _run(config, configs, shards, backend, final_eval_episodes, progress)
     finally:
         if limits is not None:
             limits.restore_original_limits()
@@ -356,46 +250,50 @@ def train(
 
 
 def _run(
-    config: DQNConfig, configs: list[DQNConfig], backend: str, final_eval_episodes: int | None, progress: bool
+    config: DQNConfig,
+    configs: list[DQNConfig],
+    shards: Shards,
+    backend: str,
+    final_eval_episodes: int | None,
+    progress: bool,
 ) -> PopulationResult:
-    """The training loop of :func:`train`, after its checks."""
-    n_agents = len(configs)
-    population = Population(configs, backend)
+    """The training loop of :func:`train`, after its checks: segments between log and evaluation points."""
     eval_steps: list[int] = []
     eval_returns: list[np.ndarray] = []
     log_steps: list[int] = []
     train_returns: list[np.ndarray] = []
     interval = config.evaluation_interval
+    total = config.n_timesteps
+    stops = set(range(LOG_INTERVAL, total, LOG_INTERVAL)) | {total}
+    if interval:
+        stops |= set(range(interval, total, interval))
     start = time.perf_counter()
     eval_time = 0.0
-    for step in range(config.n_timesteps):
-        population.step(step)
-        done = step + 1
-        if done % LOG_INTERVAL == 0 or done == config.n_timesteps:
+    done = 0
+    for stop in sorted(stops):
+        shards.call("run", done, stop)
+        done = stop
+        if done % LOG_INTERVAL == 0 or done == total:
             log_steps.append(done)
-            train_returns.append(population.take_finished())
-        if interval and done % interval == 0 and done < config.n_timesteps:
+            train_returns.append(shards.concat("take_finished"))
+        if interval and done % interval == 0 and done < total:
             t0 = time.perf_counter()
             eval_steps.append(done)
-            eval_returns.append(
-                population.evaluate(config.n_eval_episodes, config.seed + EVAL_SEED_OFFSET + done)
-            )
+            eval_returns.append(shards.concat("evaluate", config.n_eval_episodes, done))
             eval_time += time.perf_counter() - t0
             if progress:
                 print(
                     f"step {done}: evaluation IQM {iqm(eval_returns[-1]):.1f}, mean {np.mean(eval_returns[-1]):.1f}"
                 )
     train_time = time.perf_counter() - start - eval_time
-    final = population.evaluate(
-        final_eval_episodes or config.n_eval_episodes, config.seed + 2 * EVAL_SEED_OFFSET
-    )
-    eval_steps.append(config.n_timesteps)
+    # Counter 0: the final evaluation's episodes differ from every periodic one's (counted by steps > 0).
+    final = shards.concat("evaluate", final_eval_episodes or config.n_eval_episodes, 0)
+    eval_steps.append(total)
     eval_returns.append(final)
-    result = PopulationResult(
+    return PopulationResult(
         configs, final, eval_steps, eval_returns, log_steps, train_returns, train_time + eval_time,
-        n_agents * config.n_timesteps / max(train_time, 1e-9), population.learner, backend,
+        len(configs) * total / max(train_time, 1e-9), shards.layers(), backend, len(shards.slices),
     )  # fmt: skip
-    return result
 
 
 def iqm(values: np.ndarray) -> float:
@@ -422,7 +320,7 @@ def save_agent(result: PopulationResult, agent: int, path: str | Path) -> None:
         env.close()
     linears = [m for m in q_net.q_net if isinstance(m, th.nn.Linear)]
     with th.no_grad():
-        for module, (w, b) in zip(linears, result.learner.agent_layers(agent)):
+        for module, (w, b) in zip(linears, result.agent_layers(agent)):
             module.weight.copy_(th.from_numpy(w.T.copy()))  # torch stores (out, in)
             module.bias.copy_(th.from_numpy(b))
     save_checkpoint(
