@@ -9,6 +9,7 @@ import pytest
 from qiter.errors import QiterError
 from qiter.population.array_envs import ARRAY_ENVS, make_array_env
 from qiter.population.arrays import NumpyOps, Ops, TorchOps
+from qiter.population.streams import Streams
 
 BACKENDS = [NumpyOps(), TorchOps("cpu")]
 
@@ -75,3 +76,25 @@ def test_initial_states_and_autoreset(env_id: str) -> None:
 def test_unknown_env_lists_the_supported() -> None:
     with pytest.raises(QiterError, match="CartPole-v1, Acrobot-v1, MountainCar-v0, Pendulum-v1"):
         make_array_env("FlappyBird-v0", 4, NumpyOps())
+
+
+@pytest.mark.parametrize("env_id", list(ARRAY_ENVS))
+def test_a_copy_resets_alike_alone_among_others_and_on_a_gpu_schedule(env_id: str) -> None:
+    """Copy 2 of 8 (seeds 10-17) and a lone copy seeded 12 see the same episodes under the same actions;
+    an env that draws at every step, as on a GPU, makes the same ones as the CPU's skipping draws."""
+    ops = NumpyOps()
+    many = make_array_env(env_id, 8, ops, Streams(ops, range(10, 18)))
+    alone = make_array_env(env_id, 1, ops, Streams(ops, [12]))
+    always = make_array_env(env_id, 8, ops, Streams(ops, range(10, 18)))
+    always.on_host = False
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(many.reset()[2], alone.reset()[0])
+    always.reset()
+    for _ in range(600):
+        if many.n_actions is None:
+            actions = rng.uniform(-2, 2, (8, 1)).astype(np.float32)
+        else:
+            actions = rng.integers(0, many.n_actions, 8)
+        a, b, c = many.step(actions), alone.step(actions[2:3]), always.step(actions)
+        np.testing.assert_array_equal(a.observations[2], b.observations[0])
+        np.testing.assert_array_equal(a.observations, c.observations)

@@ -57,3 +57,12 @@ def test_children_depend_on_their_parent_and_index_only() -> None:
     assert few.seeds == many.seeds[5:7]
     assert len(set(many.seeds)) == 10
     assert Streams(NumpyOps(), [5]).children(RESET, 2000, 2).seeds != few.seeds
+
+
+def test_per_step_draws_are_blocks_of_64_steps() -> None:
+    streams = Streams(NumpyOps(), [3, 4])
+    for step in (0, 63, 64, 200):
+        block = streams.bits(EXPLORE, step // 64, (64, 2))
+        np.testing.assert_array_equal(streams.per_step(EXPLORE, step, (2,)), block[:, step % 64])
+    u = streams.per_step(RESET, 5, (4,), "float64")
+    assert u.shape == (2, 4) and u.dtype == np.float64 and np.all((u >= 0) & (u < 1))

@@ -9,15 +9,18 @@ buffer, and the next episode's first one, for acting); ``terminated`` (a termina
 are kept apart.
 
 Random draws: one stream per copy (:class:`~qiter.population.streams.Streams`, a population gives copy
-``i`` agent ``i``'s stream), counted by the env's own step counter; each step draws a fresh initial state
-for every copy and keeps it only where the copy finished, so the draws never depend on the data (no host
-synchronization on a GPU) and copy ``i``'s episodes do not depend on the other copies.
+``i`` agent ``i``'s stream), counted by the env's own step counter, so copy ``i``'s episodes do not depend
+on the other copies. On a GPU each step draws a fresh initial state for every copy and keeps it only where
+the copy finished (asking whether any did would make the host wait for the device); on the CPU the draw is
+skipped when no copy finished. The counter advances either way, so both make the same episodes.
 """
 
 from __future__ import annotations
 
 import math
 from typing import ClassVar, NamedTuple
+
+import torch as th
 
 from qiter.errors import QiterError
 from qiter.population.arrays import Array, Ops
@@ -53,7 +56,8 @@ class ArrayEnv:
         self.ops = ops
         self.streams = Streams(ops, range(n)) if streams is None else streams
         assert self.streams.n == n, f"{self.streams.n} random streams for {n} copies"
-        self.draws = 0  # initial-state draws so far: the counter of the streams
+        self.draws = 0  # resets and steps so far: the counter of the streams
+        self.on_host = th.device(ops.device).type == "cpu"
         self._bounds: dict[tuple[tuple[float, ...], tuple[float, ...]], tuple[Array, Array]] = {}
         self.state = ops.zeros((n, self.state_dim), "float64")
         self.elapsed = ops.zeros((n,), "int64")
@@ -73,6 +77,7 @@ class ArrayEnv:
 
     def reset(self) -> Array:
         """Reset every copy; return the first observations, shape ``(n, obs_dim)``."""
+        self.draws += 1
         self.state = self.initial_states()
         self.elapsed = self.elapsed * 0
         return self.observe(self.state)
@@ -89,8 +94,12 @@ class ArrayEnv:
         truncateds = self.elapsed >= self.max_episode_steps
         done = terminateds | truncateds
         final_observations = self.observe(state)
-        self.state = ops.where(done[:, None], self.initial_states(), state)
-        self.elapsed = ops.where(done, self.elapsed * 0, self.elapsed)
+        self.draws += 1
+        if self.on_host and not done.any():
+            self.state = state
+        else:
+            self.state = ops.where(done[:, None], self.initial_states(), state)
+            self.elapsed = ops.where(done, self.elapsed * 0, self.elapsed)
         return ArrayStep(final_observations, rewards, terminateds, truncateds, self.observe(self.state))
 
     def _uniform(self, low: list[float], high: list[float]) -> Array:
@@ -102,8 +111,7 @@ class ArrayEnv:
                 self.ops.asarray(high, "float64"),
             )
         lo, hi = bounds
-        self.draws += 1
-        return lo + (hi - lo) * self.streams.uniform(RESET, self.draws, (len(low),), "float64")
+        return lo + (hi - lo) * self.streams.per_step(RESET, self.draws, (len(low),), "float64")
 
 
 class CartPole(ArrayEnv):

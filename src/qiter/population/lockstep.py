@@ -82,7 +82,7 @@ class Population:
         ops = self.ops
         eps = self.eps0 + ops.clip((step + 1) / self.anneal, 0.0, 1.0) * self.eps_delta
         greedy = self.learner.greedy(self.observations[:, None, :])[:, 0]
-        bits = self.streams.bits(EXPLORE, step, (2,))  # one draw: the coin and the random action
+        bits = self.streams.per_step(EXPLORE, step, (2,))  # the coin and the random action
         explore = to_uniform(ops, bits[:, 0]) < eps
         return ops.where(explore, to_integers(bits[:, 1], self.n_actions), greedy)
 

@@ -34,6 +34,9 @@ RESET = 4  # environment initial states
 SAMPLE = 5  # replay minibatch indices
 EVALUATE = 6  # keys of evaluation episodes
 
+#: Steps whose per-step draws are made at once (:meth:`Streams.per_step`).
+STEP_BLOCK = 64
+
 
 def mix32(x: Array) -> Array:
     """``lowbias32``: a bijection of 32-bit integers whose every output bit depends on every input bit.
@@ -81,6 +84,7 @@ class Streams:
         self.seeds = [int(s) for s in seeds]
         self.keys = ops.asarray(np.array([seed_key(s) for s in self.seeds], dtype=np.int64), "int64")
         self._index: dict[tuple[int, ...], Array] = {}
+        self._blocks: dict[tuple[int, tuple[int, ...], str], tuple[int, Array]] = {}
 
     @property
     def n(self) -> int:
@@ -117,6 +121,25 @@ class Streams:
     def integers(self, purpose: int, counter: int, high: int, shape: tuple[int, ...] = ()) -> Array:
         """Uniform integers in ``[0, high)``, int64 of shape ``(n, *shape)`` (see :func:`to_integers`)."""
         return to_integers(self.bits(purpose, counter, shape), high)
+
+    def per_step(self, purpose: int, step: int, shape: tuple[int, ...] = (), dtype: str = "bits") -> Array:
+        """The draw of ``step`` for a purpose drawn once a step, made :data:`STEP_BLOCK` steps at a time:
+        ``bits(purpose, step // STEP_BLOCK, (STEP_BLOCK, *shape))[:, step % STEP_BLOCK]``, converted to
+        ``dtype`` (``"bits"``, or ``"float32"``/``"float64"`` uniforms).
+
+        Why blocks: a draw for a few hundred numbers costs what its twenty array calls cost (twenty kernel
+        launches on a GPU), whatever its size; one draw per 64 steps divides that by 64.
+        """
+        block, offset = divmod(step, STEP_BLOCK)
+        key = (purpose, shape, dtype)
+        cached = self._blocks.get(key)
+        if cached is None or cached[0] != block:
+            drawn = self.bits(purpose, block, (STEP_BLOCK, *shape))
+            cached = self._blocks[key] = (
+                block,
+                drawn if dtype == "bits" else to_uniform(self.ops, drawn, dtype),
+            )
+        return cached[1][:, offset]
 
     def children(self, purpose: int, counter: int, count: int) -> Streams:
         """``n * count`` new streams, ``count`` per stream in stream-major order (a population's evaluation:
