@@ -93,7 +93,9 @@ def main() -> None:
     args = parser.parse_args()
     threadpool_limits(1)
     th.set_num_threads(1)
-    print(f"# bench_array_envs: {args.env}, random actions, one thread; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"# bench_array_envs: {args.env}, random actions, one thread; load average {os.getloadavg()[0]:.2f}"
+    )
     print("| copies | qiter numpy | qiter torch (CPU) | gymnasium vector | EnvPool | fastest |")
     print("|---:|---:|---:|---:|---:|---|")
     for n in (int(x) for x in args.copies.split(",")):
