@@ -17,10 +17,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import time
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -31,14 +33,16 @@ from qiter.population.array_envs import make_array_env
 from qiter.population.arrays import NumpyOps, Ops, TorchOps
 
 
-def _rate(step: Callable[[], object], n: int, seconds: float) -> float:
-    """Steps per second of ``n`` copies: ``step`` called for about ``seconds`` after a warm-up."""
+def _rate(step: Callable[[Any], object], actions: list[Any], n: int, seconds: float) -> float:
+    """Steps per second of ``n`` copies: ``step`` called with ``actions`` in turn for about ``seconds``
+    after a warm-up."""
+    cycle = itertools.cycle(actions)
     for _ in range(20):
-        step()
+        step(next(cycle))
     calls, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         for _ in range(20):
-            step()
+            step(next(cycle))
         calls += 20
     return n * calls / (time.perf_counter() - start)
 
@@ -49,8 +53,7 @@ def qiter_env(env_id: str, n: int, ops: Ops, seconds: float) -> float:
     assert env.n_actions is not None
     rng = np.random.default_rng(0)
     actions = [ops.asarray(rng.integers(0, env.n_actions, n), "int64") for _ in range(64)]
-    i = iter(range(1 << 62))
-    return _rate(lambda: env.step(actions[next(i) % 64]), n, seconds)
+    return _rate(env.step, actions, n, seconds)
 
 
 def gymnasium_vector(env_id: str, n: int, seconds: float) -> float | None:
@@ -62,9 +65,7 @@ def gymnasium_vector(env_id: str, n: int, seconds: float) -> float | None:
         env = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync")
     env.reset(seed=0)
     env.action_space.seed(0)
-    actions = [env.action_space.sample() for _ in range(64)]
-    i = iter(range(1 << 62))
-    return _rate(lambda: env.step(actions[next(i) % 64]), n, seconds)
+    return _rate(env.step, [env.action_space.sample() for _ in range(64)], n, seconds)
 
 
 def envpool_env(env_id: str, n: int, seconds: float) -> float | None:
@@ -78,9 +79,7 @@ def envpool_env(env_id: str, n: int, seconds: float) -> float | None:
     env.reset()
     n_actions = int(env.action_space.n)
     rng = np.random.default_rng(0)
-    actions = [rng.integers(0, n_actions, n).astype(np.int32) for _ in range(64)]
-    i = iter(range(1 << 62))
-    return _rate(lambda: env.step(actions[next(i) % 64]), n, seconds)
+    return _rate(env.step, [rng.integers(0, n_actions, n).astype(np.int32) for _ in range(64)], n, seconds)
 
 
 def main() -> None:

@@ -66,8 +66,9 @@ def test_agents_match_single_learners(ops: Ops, loss: str, max_grad_norm: float 
             pop.update_target()
             for single in singles:
                 single.update_target()
+    layers = pop.layers()
     for i, single in enumerate(singles):
-        for (w, b), sw, sb in zip(pop.agent_layers(i), single.q.weights, single.q.biases):
+        for (w, b), sw, sb in zip([(w[i], b[i]) for w, b in layers], single.q.weights, single.q.biases):
             np.testing.assert_allclose(w, sw.T, rtol=1e-4, atol=1e-6)
             np.testing.assert_allclose(b, sb, rtol=1e-4, atol=1e-6)
 

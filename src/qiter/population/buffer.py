@@ -36,10 +36,9 @@ class PopulationBuffer:
     def __init__(self, ops: Ops, streams: Streams, capacity: int, obs_dim: int) -> None:
         self.ops, self.streams = ops, streams
         self.n, self.capacity, self.obs_dim = streams.n, capacity, obs_dim
-        n_agents = streams.n
-        self.table = ops.zeros((n_agents * capacity, row_width(obs_dim)))
+        self.table = ops.zeros((self.n * capacity, row_width(obs_dim)))
         # Row offset of each agent's block in the table.
-        self.offsets = ops.arange(n_agents)[:, None] * capacity
+        self.offsets = ops.arange(self.n)[:, None] * capacity
         self.pos = 0
         self.size = 0
         self.samples = 0  # minibatches drawn so far: the counter of the streams

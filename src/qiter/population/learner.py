@@ -267,10 +267,9 @@ class PopulationLearner:
             new = online if tau >= 1.0 else tau * online + (1.0 - tau) * target
             ops.copy_into(target, new if mask is None else ops.where(mask[:, None, None], new, target))
 
-    def agent_layers(self, agent: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Agent ``agent``'s layers as host arrays ``(W (in, out), b (out,))``."""
+    def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every agent's layers as host arrays: per layer ``(W (N, in, out), b (N, out))``."""
         ops = self.ops
         return [
-            (ops.to_numpy(w[agent]).copy(), ops.to_numpy(b[agent, 0]).copy())
-            for w, b in zip(self.weights, self.biases)
+            (ops.to_numpy(w).copy(), ops.to_numpy(b[:, 0]).copy()) for w, b in zip(self.weights, self.biases)
         ]

@@ -70,7 +70,6 @@ class Population:
         self.anneal = ops.asarray(np.maximum(anneal, 1e-9), "float32")
         self.intervals = np.array([c.target_network_update_interval for c in configs])
         self.same_interval = bool(np.all(self.intervals == self.intervals[0]))
-        self.intervals_dev = ops.asarray(self.intervals, "int64")
         self.n_actions = int(self.env.n_actions or 0)
         self.observations = self.env.reset()
         self.episode_returns = ops.zeros((n,), "float64")
@@ -151,9 +150,5 @@ class Population:
         return ops.to_numpy(returns).reshape(self.n, n_episodes).mean(axis=1)
 
     def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Every agent's layers as host arrays: per layer ``(W (N, in, out), b (N, out))``."""
-        learner, ops = self.learner, self.ops
-        return [
-            (ops.to_numpy(w).copy(), ops.to_numpy(b[:, 0]).copy())
-            for w, b in zip(learner.weights, learner.biases)
-        ]
+        """Every agent's layers as host arrays (:meth:`PopulationLearner.layers`)."""
+        return self.learner.layers()

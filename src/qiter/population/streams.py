@@ -29,7 +29,7 @@ MASK = 0xFFFFFFFF
 
 # What a draw is for: the same agent, step and index give independent numbers for different purposes.
 INIT = 1  # network initialization
-EXPLORE = 2  # epsilon-greedy: explore or not, and the random action
+EXPLORE = 2  # epsilon-greedy: explore or not, and the random action (3 was the action's own, merged)
 RESET = 4  # environment initial states
 SAMPLE = 5  # replay minibatch indices
 EVALUATE = 6  # keys of evaluation episodes
@@ -149,5 +149,4 @@ class Streams:
         :param counter: Which set of children (an evaluation's step).
         """
         high = self.ops.to_numpy(self.bits(purpose, counter, (count,)))  # (n, count), one read-back
-        low = np.arange(count, dtype=np.int64)
-        return Streams(self.ops, [(int(h) << 32) | int(j) for row in high for h, j in zip(row, low)])
+        return Streams(self.ops, [(int(h) << 32) | j for row in high for j, h in enumerate(row)])

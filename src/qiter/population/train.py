@@ -226,10 +226,11 @@ def train(
     check_memory(config, n_agents, env_cls)
     configs = agent_configs(config, n_agents, sweep)
     backend = choose_backend(config)
-    if workers is None:
-        workers = default_workers(config, n_agents)
     if th.device(config.device).type != "cpu":
+        # One process on a GPU: the device is shared, and the host only launches its kernels.
         workers, threads = 1, None
+    elif workers is None:
+        workers = default_workers(n_agents)
     limits = None
     torch_threads = th.get_num_threads()
     if threads is not None:
