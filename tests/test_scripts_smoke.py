@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -33,3 +34,22 @@ def test_results_script_smoke(tmp_path: Path) -> None:
     for name in ("results-cartpole", "results-cartpole-q", "results-classic", "results-lunarlander"):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
     assert len(list(tmp_path.glob("*/*/seed-*/eval.json"))) == 2 * 9
+
+
+def test_sb3_reference_script_smoke(tmp_path: Path) -> None:
+    """SB3's TD3 with a qiter preset's settings, 600 steps (learning from 400), scored by qiter's protocol."""
+    pytest.importorskip("stable_baselines3")
+    jsonl = tmp_path / "sb3.jsonl"
+    proc = subprocess.run(
+        [
+            sys.executable, str(ROOT / "scripts" / "sb3_td3_reference.py"), "Pendulum-v1", "--steps", "600",
+            "--set", "learning_starts=400", "--set", "evaluation_interval=300", "--eval-episodes", "2",
+            "--jsonl", str(jsonl),
+        ],
+        capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert row["preset"] == "sb3-td3/Pendulum-v1" and row["steps"] == 600
+    assert [step for step, _ in row["curve"]] == [300, 600]
+    assert -2000 < row["final_return"] < 0  # Pendulum's returns are negative, about -1200 untrained

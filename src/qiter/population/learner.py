@@ -183,7 +183,7 @@ class PopulationLearner:
             ops.matmul_into(self._ones(delta.shape[1]), delta, self.grad_b[i])
             if i > 0:
                 out = self._buffer(("delta", i), tuple(h_in.shape))
-                ops.matmul_into(delta, self.weights[i].mT, out)
+                ops.matmul_bt_into(delta, self.weights[i], out)
                 # h_in is the previous activation's output: its derivative follows from it.
                 if self.tanh:
                     out *= 1.0 - h_in * h_in
