@@ -22,6 +22,7 @@ import numpy as np
 import torch as th
 
 from qiter.agent import agent_class
+from qiter.continuous.config import ActorCriticConfig
 from qiter.dqn.presets import preset_folder, resolve_config
 from qiter.evaluation import run_episodes
 from qiter.run_loop import EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET
@@ -46,11 +47,12 @@ def main() -> None:
     overrides = [*args.set, *([f"n_timesteps={args.steps}"] if args.steps is not None else [])]
     cfg = resolve_config(
         None, args.env_id, overrides=overrides, seed=args.seed, cls=cls.config_class, presets=preset_folder("td3")
-    )
+    )  # fmt: skip
+    assert isinstance(cfg, ActorCriticConfig)
     if cfg.exploration_noise != "normal" or cfg.update_interval != 1:
         raise SystemExit("sb3_td3_reference: only presets with Gaussian noise and an update every step")
     env = gym.make(cfg.env_id)
-    n_actions = int(np.prod(env.action_space.shape))
+    n_actions = int(np.prod(env.action_space.shape or (1,)))
     model = TD3(
         "MlpPolicy", env, learning_rate=cfg.learning_rate, buffer_size=cfg.replay_buffer_size,
         learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, tau=cfg.tau, gamma=cfg.gamma,
@@ -77,7 +79,8 @@ def main() -> None:
         curve.append([step, float(returns.mean())])
         print(f"step {step}: mean return {returns.mean():.2f} +/- {returns.std():.2f}", flush=True)
     wall = time.perf_counter() - start
-    final = run_episodes(gym.make(cfg.env_id), act, args.eval_episodes, seed=cfg.seed + FINAL_EVAL_SEED_OFFSET)
+    final_env = gym.make(cfg.env_id)
+    final = run_episodes(final_env, act, args.eval_episodes, seed=cfg.seed + FINAL_EVAL_SEED_OFFSET)
     print(f"final: {final.mean():.2f} +/- {final.std():.2f} over {args.eval_episodes} episodes, {wall:.0f} s")
     row = {
         "preset": f"sb3-td3/{cfg.env_id}",

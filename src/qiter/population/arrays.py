@@ -134,7 +134,8 @@ class NumpyOps(Ops):
     name = "numpy"
 
     def __init__(self) -> None:
-        self._scratch: dict[tuple[object, ...], np.ndarray] = {}  # arrays kept between calls, by role and shape
+        # Arrays kept from one call to the next, by role and shape.
+        self._scratch: dict[tuple[object, ...], np.ndarray] = {}
 
     def zeros(self, shape: tuple[int, ...], dtype: str = "float32") -> Array:
         return np.zeros(shape, dtype=_NP_DTYPES[dtype])
