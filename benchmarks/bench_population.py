@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import tempfile
@@ -132,6 +133,54 @@ def profile(n: int, device: str, backend: str, repeats: int = 200) -> list[tuple
     return rows
 
 
+def update_breakdown(n: int, backend: str, repeats: int = 200) -> tuple[float, dict[str, float], float]:
+    """Where an update's time goes on the CPU: (us per update, us per update by part, MFLOP of its matrix
+    products). The parts are the learner's calls through its array backend, timed while it runs; "the
+    rest" is what the learner does inline (bias additions, masks, the TD target) and Python."""
+    config = _config(10_000, "cpu", backend)
+    pop = Population(agent_configs(config, n), backend)
+    for step in range(1500):  # past learning_starts
+        pop.step(step)
+    batch = pop.buffer.sample(config.batch_size)
+    learner, ops = pop.learner, pop.learner.ops
+    parts = {"matmul_into": "matrix products", "matmul_bt_into": "matrix products", "adam_": "Adam"}
+    parts |= {"relu_": "activations", "tanh_": "activations", "gather_last": "gathers", "max": "max"}
+    spent: dict[str, float] = dict.fromkeys(parts.values(), 0.0)
+    depth = [0]  # a call made from inside another timed call is counted once, in the outer one
+
+    def timed(part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            depth[0] += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    spent[part] += time.perf_counter() - t0
+
+        return call
+
+    for name, part in parts.items():
+        setattr(ops, name, timed(part, getattr(ops, name)))  # the instance's attribute shadows the method
+    for _ in range(20):
+        learner.update(*batch)
+    spent = dict.fromkeys(spent, 0.0)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        learner.update(*batch)
+    total = (time.perf_counter() - t0) / repeats
+    per_update = {part: seconds / repeats * 1e6 for part, seconds in spent.items()}
+    per_update["the rest (bias additions, masks, TD target, Python)"] = total * 1e6 - sum(per_update.values())
+    # Multiply-adds of one agent's update: two forward passes (three with Double DQN), then the backward
+    # pass's weight gradients, bias gradients (a product with ones) and deltas (none into the input).
+    sizes, b = learner.sizes, config.batch_size
+    layer_macs = [i * o for i, o in itertools.pairwise(sizes)]
+    forwards = 3 if learner.any_double else 2
+    macs = b * (forwards * sum(layer_macs) + sum(layer_macs) + sum(sizes[1:]) + sum(layer_macs[1:]))
+    return total * 1e6, per_update, 2 * macs * n / 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -195,6 +244,22 @@ def main() -> None:
             print("|---|---:|---:|---:|---:|")
             for name, us, calls in rows:
                 print(f"| {name} | {us:,.1f} | {calls:.2f} | {us * calls:,.1f} | {us * calls / total:.0%} |")
+            if th.device(args.device).type != "cpu":
+                continue
+            update_us, by_part, mflop = update_breakdown(n, backend)
+            matmul_us = by_part["matrix products"]
+            print(
+                f"\nan update of N = {n}, {backend}: {update_us:,.0f} us; its matrix products are {mflop:.1f} MFLOP"
+            )
+            print("| part | us per update | share |")
+            print("|---|---:|---:|")
+            for part, us in by_part.items():
+                print(f"| {part} | {us:,.0f} | {us / update_us:.0%} |")
+            rate = mflop / matmul_us * 1e3
+            # One update every update_interval steps: the products alone would allow this many agent-steps/s.
+            bound = n * _config(steps, "cpu", backend).update_interval / (matmul_us * 1e-6)
+            print(f"matrix products at {rate:.0f} GFLOP/s: alone they would allow {bound:,.0f} agent-steps/s "
+                  f"per process{f' ({bound / reference[0]:.1f}x the single agent)' if reference else ''}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -40,3 +40,20 @@ def test_bench_buffer_reports_memory_ratio() -> None:
     stdout = run_script("benchmarks/bench_buffer.py", "--quick", "--size", "5000", "--memory-size", "200000")
     assert "ratio RSS increase / nbytes" in stdout
     assert "| qiter ReplayBuffer (uniform) |" in stdout
+
+
+def test_bench_population_prints_ratios_and_where_the_time_goes() -> None:
+    stdout = run_script(
+        "benchmarks/bench_population.py", "--agents", "4", "--steps", "1600", "--workers", "1", "--profile"
+    )
+    assert "single qiter agent (numpy fast path):" in stdout
+    assert "| numpy | 4 | 1 |" in stdout
+    assert "| update (2 forwards, backward, Adam) |" in stdout
+    parts = dict(
+        (line.split("|")[1].strip(), float(line.split("|")[2].replace(",", "")))
+        for line in stdout.split("| part | us per update | share |")[1].splitlines()[2:]
+        if line.startswith("|")
+    )
+    assert {"matrix products", "Adam", "the rest (bias additions, masks, TD target, Python)"} <= set(parts)
+    assert parts["matrix products"] > 0 and parts["Adam"] > 0
+    assert "GFLOP/s: alone they would allow" in stdout

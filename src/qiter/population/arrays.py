@@ -180,6 +180,13 @@ class NumpyOps(Ops):
         return np.sum(x, axis=axis, keepdims=keepdims)
 
     def max(self, x: Array, axis: int) -> Array:
+        if axis in (-1, x.ndim - 1) and 1 < x.shape[-1] <= 16:
+            # numpy reduces a short last axis slowly (77 us for (32, 64, 2) here): the maximum of its
+            # columns, two at a time, takes 3 us and gives the same values.
+            out = np.maximum(x[..., 0], x[..., 1])
+            for j in range(2, x.shape[-1]):
+                np.maximum(out, x[..., j], out=out)
+            return out
         return np.maximum.reduce(x, axis)
 
     def argmax(self, x: Array, axis: int) -> Array:
