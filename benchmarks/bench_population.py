@@ -16,6 +16,7 @@ Usage::
     python benchmarks/bench_population.py --agents 64 --workers 1,2 # one process, then two
     python benchmarks/bench_population.py --agents 1,16,64,256 --steps 10000 --backends numpy,torch
     python benchmarks/bench_population.py --device cuda --agents 1024,4096 --steps 20000 --profile
+    python benchmarks/bench_population.py --device cuda --agents 4096 --steps 3000 --no-single --cuda-graphs on,off
 """
 
 from __future__ import annotations
@@ -66,13 +67,19 @@ def single_agent(steps: int) -> tuple[float, float]:
 
 
 def population(
-    n: int, steps: int, device: str, backend: str, threads: int | None, workers: int | None
+    n: int,
+    steps: int,
+    device: str,
+    backend: str,
+    threads: int | None,
+    workers: int | None,
+    graphs: bool = True,
 ) -> tuple[float, float, float, int]:
     """A population of ``n``: (agent-steps/s wall, agent-steps per CPU-second of all its processes, final
     mean return, processes)."""
     config = _config(steps, device, backend)
     cpu0 = _cpu_seconds()
-    result = train(config, n, final_eval_episodes=1, threads=threads, workers=workers)
+    result = train(config, n, final_eval_episodes=1, threads=threads, workers=workers, cuda_graphs=graphs)
     cpu = _cpu_seconds() - cpu0
     return (
         result.agent_steps_per_second,
@@ -198,6 +205,9 @@ def main() -> None:
         default="auto",
         help="comma-separated process counts to measure (auto: one per core, at least 16 agents each)",
     )
+    parser.add_argument(
+        "--cuda-graphs", default="on", help="on a GPU: on, off, or on,off to measure both (the same runs)"
+    )
     parser.add_argument("--no-single", action="store_true", help="skip the single-agent reference")
     parser.add_argument("--profile", action="store_true", help="per-component breakdown at the largest N")
     args = parser.parse_args()
@@ -222,17 +232,23 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     worker_counts = [None if w == "auto" else int(w) for w in args.workers.split(",")]
+    on_gpu = th.device(args.device).type == "cuda"
+    graph_settings = [g == "on" for g in args.cuda_graphs.split(",")] if on_gpu else [False]
     for backend in backends:
         for n in sizes:
             for workers in worker_counts:
-                rate, cpu_rate, final, used = population(n, steps, args.device, backend, threads, workers)
-                ratio = f"{rate / reference[0]:.2f}x" if reference else ""
-                cpu_ratio = f"{cpu_rate / reference[1]:.2f}x" if reference else ""
-                print(
-                    f"| {backend} | {n} | {used} | {rate:,.0f} | {ratio} | {cpu_rate:,.0f} | {cpu_ratio} "
-                    f"| {final:.1f} |",
-                    flush=True,
-                )
+                for graphs in graph_settings:
+                    rate, cpu_rate, final, used = population(
+                        n, steps, args.device, backend, threads, workers, graphs
+                    )
+                    ratio = f"{rate / reference[0]:.2f}x" if reference else ""
+                    cpu_ratio = f"{cpu_rate / reference[1]:.2f}x" if reference else ""
+                    label = f"{backend}{', CUDA graphs' if graphs else ''}"
+                    print(
+                        f"| {label} | {n} | {used} | {rate:,.0f} | {ratio} | {cpu_rate:,.0f} | {cpu_ratio} "
+                        f"| {final:.1f} |",
+                        flush=True,
+                    )
     if args.profile:
         n = max(sizes)
         for backend in backends:

@@ -31,6 +31,12 @@ def register(subparsers: Any) -> None:
         "each); the split changes no agent's run",
     )
     p.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="on CUDA, launch every kernel one by one instead of replaying each step from captured CUDA "
+        "graphs (the same run)",
+    )
+    p.add_argument(
         "--sweep",
         action="append",
         default=[],
@@ -94,6 +100,7 @@ def _population(args: argparse.Namespace) -> int:
         final_eval_episodes=args.eval_episodes,
         progress=not args.quiet,
         workers=args.workers,
+        cuda_graphs=not args.no_cuda_graphs,
     )
     if args.run_dir is not None:
         run_dir = Path(args.run_dir)

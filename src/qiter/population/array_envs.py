@@ -56,7 +56,7 @@ class ArrayEnv:
         self.ops = ops
         self.streams = Streams(ops, range(n)) if streams is None else streams
         assert self.streams.n == n, f"{self.streams.n} random streams for {n} copies"
-        self.draws = 0  # resets and steps so far: the counter of the streams
+        self.draws: int | Array = 0  # resets and steps so far: the counter of the streams
         self.on_host = th.device(ops.device).type == "cpu"
         self._bounds: dict[tuple[tuple[float, ...], tuple[float, ...]], tuple[Array, Array]] = {}
         self.state = ops.zeros((n, self.state_dim), "float64")
@@ -75,31 +75,37 @@ class ArrayEnv:
         """Observations (float32) of the states."""
         raise NotImplementedError
 
+    def use_device_counter(self) -> None:
+        """Count draws in a 0-d tensor on the device, as a captured CUDA graph needs (torch backend only)."""
+        self.draws = self.ops.asarray(self.draws, "int64")
+
+    # The state arrays are updated in place, never rebound: a captured CUDA graph reads and writes the
+    # memory it saw when it was captured.
     def reset(self) -> Array:
         """Reset every copy; return the first observations, shape ``(n, obs_dim)``."""
         self.draws += 1
-        self.state = self.initial_states()
-        self.elapsed = self.elapsed * 0
+        self.ops.copy_into(self.state, self.initial_states())
+        self.elapsed *= 0
         return self.observe(self.state)
 
     def set_state(self, state: Array) -> None:
         """Put every copy in ``state`` (shape ``(n, state_dim)``), as a test does to compare with gymnasium."""
-        self.state = self.ops.astype(state, "float64")
+        self.ops.copy_into(self.state, self.ops.astype(state, "float64"))
 
     def step(self, actions: Array) -> ArrayStep:
         """Step every copy with ``actions`` ((n,) integers, or (n, 1) floats for Pendulum); reset the finished."""
         ops = self.ops
         state, rewards, terminateds = self.dynamics(self.state, actions)
-        self.elapsed = self.elapsed + 1
+        self.elapsed += 1
         truncateds = self.elapsed >= self.max_episode_steps
         done = terminateds | truncateds
         final_observations = self.observe(state)
         self.draws += 1
         if self.on_host and not done.any():
-            self.state = state
+            ops.copy_into(self.state, state)
         else:
-            self.state = ops.where(done[:, None], self.initial_states(), state)
-            self.elapsed = ops.where(done, self.elapsed * 0, self.elapsed)
+            ops.copy_into(self.state, ops.where(done[:, None], self.initial_states(), state))
+            ops.copy_into(self.elapsed, ops.where(done, self.elapsed * 0, self.elapsed))
         return ArrayStep(final_observations, rewards, terminateds, truncateds, self.observe(self.state))
 
     def _uniform(self, low: list[float], high: list[float]) -> Array:

@@ -104,6 +104,17 @@ class Ops:
         """Rows ``index`` (any shape) of the 2-d ``x``: shape ``index.shape + (x.shape[1],)``."""
         raise NotImplementedError
 
+    def select(self, x: Array, axis: int, index: int | Array) -> Array:
+        """``x`` at position ``index`` of ``axis`` (that axis removed); ``index`` may be a 0-d device tensor."""
+        raise NotImplementedError
+
+    def put_rows(self, table: Array, index: Array, rows: Array) -> None:
+        """``table[index[k]] = rows[k]`` for the 1-d integer ``index``."""
+        raise NotImplementedError
+
+    def concat(self, xs: list[Array], axis: int) -> Array:
+        raise NotImplementedError
+
     def matmul_into(self, a: Array, b: Array, out: Array) -> None:
         """``out[...] = a @ b`` without a temporary."""
         raise NotImplementedError
@@ -118,7 +129,7 @@ class Ops:
     def relu_(self, x: Array) -> None:
         raise NotImplementedError
 
-    def adam_(self, state: AdamState, step_size: float, denom_scale: float) -> None:
+    def adam_(self, state: AdamState, step_size: float | Array, denom_scale: float | Array) -> None:
         """One Adam step in place: ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``,
         ``p <- p - lr * step_size * m / (sqrt(v) * denom_scale + eps)``, with no allocation (large
         temporaries cost page faults on every call)."""
@@ -198,6 +209,15 @@ class NumpyOps(Ops):
     def take_rows(self, x: Array, index: Array) -> Array:
         return x[index]
 
+    def select(self, x: Array, axis: int, index: int | Array) -> Array:
+        return np.take(x, index, axis)
+
+    def put_rows(self, table: Array, index: Array, rows: Array) -> None:
+        table[index] = rows
+
+    def concat(self, xs: list[Array], axis: int) -> Array:
+        return np.concatenate(xs, axis=axis)
+
     def matmul_into(self, a: Array, b: Array, out: Array) -> None:
         np.matmul(a, b, out=out)
 
@@ -225,7 +245,7 @@ class NumpyOps(Ops):
     def tanh_(self, x: Array) -> None:
         np.tanh(x, out=x)
 
-    def adam_(self, state: AdamState, step_size: float, denom_scale: float) -> None:
+    def adam_(self, state: AdamState, step_size: float | Array, denom_scale: float | Array) -> None:
         m, v, g, tmp = state.exp_avg, state.exp_avg_sq, state.grad, state.tmp
         m *= state.beta1
         np.multiply(g, 1.0 - state.beta1, out=tmp)
@@ -308,6 +328,18 @@ class TorchOps(Ops):
     def take_rows(self, x: Array, index: Array) -> Array:
         return x.index_select(0, index.reshape(-1)).reshape(*index.shape, x.shape[1])
 
+    def select(self, x: Array, axis: int, index: int | Array) -> Array:
+        if isinstance(index, int):
+            return x.select(axis, index)
+        # index_select, not x[..., index]: indexing with a 0-d tensor reads it back to the host.
+        return x.index_select(axis, index.reshape(1)).squeeze(axis)
+
+    def put_rows(self, table: Array, index: Array, rows: Array) -> None:
+        table.index_copy_(0, index, rows)
+
+    def concat(self, xs: list[Array], axis: int) -> Array:
+        return th.cat(xs, dim=axis)
+
     def matmul_into(self, a: Array, b: Array, out: Array) -> None:
         th.matmul(a, b, out=out)
 
@@ -320,7 +352,7 @@ class TorchOps(Ops):
     def tanh_(self, x: Array) -> None:
         x.tanh_()
 
-    def adam_(self, state: AdamState, step_size: float, denom_scale: float) -> None:
+    def adam_(self, state: AdamState, step_size: float | Array, denom_scale: float | Array) -> None:
         m, v, g, tmp = state.exp_avg, state.exp_avg_sq, state.grad, state.tmp
         m.lerp_(g, 1.0 - state.beta1)
         v.mul_(state.beta2).addcmul_(g, g, value=1.0 - state.beta2)
@@ -328,7 +360,10 @@ class TorchOps(Ops):
         tmp.mul_(denom_scale).add_(state.eps)
         th.div(m, tmp, out=tmp)
         tmp.mul_(state.lr)
-        state.params.add_(tmp, alpha=-step_size)
+        # A product, then a subtraction (not add_'s alpha, which must be a host number): step_size may be
+        # a 0-d device tensor in a captured CUDA graph.
+        tmp.mul_(step_size)
+        state.params.sub_(tmp)
 
 
 def make_ops(backend: str, device: str) -> Ops:

@@ -39,21 +39,37 @@ class PopulationBuffer:
         self.table = ops.zeros((self.n * capacity, row_width(obs_dim)))
         # Row offset of each agent's block in the table.
         self.offsets = ops.arange(self.n)[:, None] * capacity
-        self.pos = 0
-        self.size = 0
-        self.samples = 0  # minibatches drawn so far: the counter of the streams
+        self.pos: int | Array = 0
+        self.size: int | Array = 0
+        self.samples: int | Array = 0  # minibatches drawn so far: the counter of the streams
+
+    def use_device_counters(self) -> None:
+        """Keep the position, the size and the sample counter in 0-d tensors on the device, updated in
+        place, as a captured CUDA graph needs (torch backend only)."""
+        ops = self.ops
+        self.pos, self.size, self.samples = (
+            ops.asarray(x, "int64") for x in (self.pos, self.size, self.samples)
+        )
 
     def add(self, obs: Array, actions: Array, rewards: Array, next_obs: Array, terminateds: Array) -> None:
         """Store one transition per agent (arrays with a leading axis of N)."""
         ops, d = self.ops, self.obs_dim
-        rows = self.table[self.pos :: self.capacity]  # row pos of every agent's block: a view
-        ops.copy_into(rows[:, :d], obs)
-        ops.copy_into(rows[:, d : 2 * d], next_obs)
-        ops.copy_into(rows[:, 2 * d], ops.astype(actions, "float32"))
-        ops.copy_into(rows[:, 2 * d + 1], ops.astype(rewards, "float32"))
-        ops.copy_into(rows[:, 2 * d + 2], ops.astype(terminateds, "float32"))
-        self.pos = (self.pos + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
+        if isinstance(self.pos, int):
+            rows = self.table[self.pos :: self.capacity]  # row pos of every agent's block: a view
+            ops.copy_into(rows[:, :d], obs)
+            ops.copy_into(rows[:, d : 2 * d], next_obs)
+            ops.copy_into(rows[:, 2 * d], ops.astype(actions, "float32"))
+            ops.copy_into(rows[:, 2 * d + 1], ops.astype(rewards, "float32"))
+            ops.copy_into(rows[:, 2 * d + 2], ops.astype(terminateds, "float32"))
+            self.pos = (self.pos + 1) % self.capacity
+            self.size = min(self.size + 1, self.capacity)
+            return
+        # Device counters: the same rows, written by one scatter at indices computed on the device.
+        columns = [ops.astype(x, "float32")[:, None] for x in (actions, rewards, terminateds)]
+        ops.put_rows(self.table, self.offsets[:, 0] + self.pos, ops.concat([obs, next_obs, *columns], 1))
+        self.pos += 1
+        self.pos %= self.capacity
+        self.size += self.size < self.capacity
 
     def sample(self, batch_size: int) -> tuple[Array, Array, Array, Array, Array]:
         """An independent uniform minibatch per agent: ``(obs, actions, rewards, next_obs, terminateds)``,

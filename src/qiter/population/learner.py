@@ -73,7 +73,7 @@ class PopulationLearner:
         self.params = ops.zeros((total,))
         self.target_params = ops.zeros((total,))
         self.grad = ops.zeros((total,))
-        self.step_count = 0
+        self.step_count: int | Array = 0
         self.weights, self.biases = self._views(self.params, shapes)
         self.target_weights, self.target_biases = self._views(self.target_params, shapes)
         self.grad_w, self.grad_b = self._views(self.grad, shapes)
@@ -247,12 +247,31 @@ class PopulationLearner:
         for g in self.grad_w + self.grad_b:
             g *= coef
 
+    def _bias_corrections(self, step: int) -> tuple[float, float]:
+        """Adam's ``1 / (1 - beta1^t)`` and ``1 / sqrt(1 - beta2^t)`` at step ``t`` (computed in float64)."""
+        return 1.0 / (1.0 - self.beta1**step), 1.0 / math.sqrt(1.0 - self.beta2**step)
+
+    def use_device_counter(self, max_steps: int) -> None:
+        """Count Adam's steps in a 0-d tensor on the device, with its bias corrections looked up in tables
+        made on the host (the same float32 values as the host path's), as a captured CUDA graph needs.
+
+        :param max_steps: The most gradient steps the run will make.
+        """
+        ops = self.ops
+        corrections = np.array([(1.0, 1.0)] + [self._bias_corrections(t) for t in range(1, max_steps + 1)])
+        self._step_sizes = ops.asarray(corrections[:, 0], "float32")
+        self._denom_scales = ops.asarray(corrections[:, 1], "float32")
+        self.step_count = ops.asarray(self.step_count, "int64")
+
     def _adam(self) -> None:
         """``torch.optim.Adam`` on the flat vector of all agents, each with its own learning rate."""
         self.step_count += 1
-        bias_correction1 = 1.0 - self.beta1**self.step_count
-        bias_correction2 = 1.0 - self.beta2**self.step_count
-        self.ops.adam_(self.adam, 1.0 / bias_correction1, 1.0 / math.sqrt(bias_correction2))
+        if isinstance(self.step_count, int):
+            self.ops.adam_(self.adam, *self._bias_corrections(self.step_count))
+        else:
+            ops = self.ops
+            step_size = ops.select(self._step_sizes, 0, self.step_count)
+            ops.adam_(self.adam, step_size, ops.select(self._denom_scales, 0, self.step_count))
 
     def update_target(self, mask: Array | None = None, tau: float = 1.0) -> None:
         """Copy the online networks into the targets (all agents, or those where ``mask`` (N,) is true).

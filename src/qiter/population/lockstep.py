@@ -19,9 +19,14 @@ and settings alone, not on N or on the other agents, and a population split into
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+
 import numpy as np
+import torch as th
 
 from qiter.dqn.config import DQNConfig
+from qiter.errors import QiterWarning
 from qiter.population.array_envs import ArrayEnv, make_array_env
 from qiter.population.arrays import Array, Ops, make_ops
 from qiter.population.buffer import PopulationBuffer
@@ -40,9 +45,10 @@ class Population:
 
     :param configs: One config per agent (the same in everything but :data:`qiter.population.train.SWEEPABLE`).
     :param backend: ``"numpy"`` or ``"torch"``.
+    :param cuda_graphs: On CUDA, replay the step from captured CUDA graphs (:class:`StepGraphs`).
     """
 
-    def __init__(self, configs: list[DQNConfig], backend: str) -> None:
+    def __init__(self, configs: list[DQNConfig], backend: str, cuda_graphs: bool = True) -> None:
         base = configs[0]
         self.config = base
         self.n = n = len(configs)
@@ -75,9 +81,29 @@ class Population:
         self.episode_returns = ops.zeros((n,), "float64")
         self.finished_sum = ops.zeros((n,), "float64")
         self.finished_count = ops.zeros((n,), "int64")
+        # The step as a 0-d device tensor once use_device_counters() is called (a CUDA graph's), else None.
+        self.clock: Array | None = None
+        self.graphs: StepGraphs | None = None
+        if cuda_graphs and th.device(ops.device).type == "cuda":
+            self.use_device_counters()
+            self.graphs = StepGraphs(self)
 
-    def act(self, step: int) -> Array:
-        """Epsilon-greedy actions at ``step`` (the number of steps done so far)."""
+    def use_device_counters(self, start: int = 0) -> None:
+        """Keep every counter a step reads (the step, the env's draws, the buffer's position, size and
+        samples, Adam's steps) in 0-d tensors on the device, updated in place: what a captured CUDA graph
+        needs, since it replays the memory it saw. The numbers drawn are the same. Torch backend only.
+
+        :param start: The steps done so far.
+        """
+        cfg = self.config
+        self.clock = self.ops.asarray(start, "int64")
+        self.env.use_device_counter()
+        self.buffer.use_device_counters()
+        updates = cfg.n_timesteps // cfg.update_interval * cfg.gradient_steps
+        self.learner.use_device_counter(updates + cfg.gradient_steps)
+
+    def act(self, step: int | Array) -> Array:
+        """Epsilon-greedy actions at ``step`` (the number of steps done so far, or :attr:`clock`)."""
         ops = self.ops
         eps = self.eps0 + ops.clip((step + 1) / self.anneal, 0.0, 1.0) * self.eps_delta
         greedy = self.learner.greedy(self.observations[:, None, :])[:, 0]
@@ -92,17 +118,32 @@ class Population:
 
     def step(self, step: int) -> None:
         """One environment step of every agent, then what the schedule asks for at ``step + 1``."""
+        if self.graphs is not None:
+            self.graphs.transition()
+        else:
+            self.transition(step if self.clock is None else self.clock)
+        self.update(step + 1)
+
+    # The arrays of the population are updated in place, never rebound: a captured CUDA graph replays the
+    # memory it saw.
+    def transition(self, step: int | Array) -> None:
+        """Act, step every environment copy, store the transitions, count the returns (no host decision:
+        what a CUDA graph captures).
+
+        :param step: The steps done so far, or :attr:`clock` (advanced here).
+        """
         ops = self.ops
         actions = self.act(step)
         out = self.env.step(actions)
         self.buffer.add(self.observations, actions, out.rewards, out.final_observations, out.terminateds)
-        self.observations = out.observations
-        self.episode_returns = self.episode_returns + out.rewards
+        ops.copy_into(self.observations, out.observations)
+        self.episode_returns += out.rewards
         done = out.terminateds | out.truncateds
-        self.finished_sum = self.finished_sum + ops.where(done, self.episode_returns, 0.0)
-        self.finished_count = self.finished_count + done
-        self.episode_returns = ops.where(done, 0.0, self.episode_returns)
-        self.update(step + 1)
+        self.finished_sum += ops.where(done, self.episode_returns, 0.0)
+        self.finished_count += done
+        ops.copy_into(self.episode_returns, ops.where(done, 0.0, self.episode_returns))
+        if self.clock is not None:
+            self.clock += 1
 
     def update(self, step: int) -> None:
         """Target copies and gradient steps due at ``step`` (decided on the host: no device sync)."""
@@ -116,14 +157,21 @@ class Population:
         if step <= cfg.learning_starts or step % cfg.update_interval:
             return
         for _ in range(cfg.gradient_steps):
-            self.learner.update(*self.buffer.sample(cfg.batch_size))
+            if self.graphs is not None:
+                self.graphs.gradient_step()
+            else:
+                self.gradient_step()
+
+    def gradient_step(self) -> None:
+        """One gradient step of every agent on its own minibatch (what a CUDA graph captures)."""
+        self.learner.update(*self.buffer.sample(self.config.batch_size))
 
     def take_finished(self) -> np.ndarray:
         """Mean return of the episodes each agent finished since the last call (NaN where none)."""
         ops = self.ops
-        total, count = ops.to_numpy(self.finished_sum), ops.to_numpy(self.finished_count)
-        self.finished_sum = self.finished_sum * 0
-        self.finished_count = self.finished_count * 0
+        total, count = ops.to_numpy(self.finished_sum).copy(), ops.to_numpy(self.finished_count).copy()
+        self.finished_sum *= 0
+        self.finished_count *= 0
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
@@ -152,3 +200,74 @@ class Population:
     def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Every agent's layers as host arrays (:meth:`PopulationLearner.layers`)."""
         return self.learner.layers()
+
+
+class StepGraphs:
+    """A population's step on CUDA replayed from two captured CUDA graphs: the transition (act, env step,
+    store) and the gradient step (sample, update).
+
+    Why: on a GPU the step is bound by the host launching its ~150 small kernels one by one, not by the
+    arithmetic (docs/population.md); a replayed graph launches them all at once. The host keeps the
+    schedule (which steps update, which copy the targets), and the population's counters live on the
+    device (:meth:`Population.use_device_counters`), so a replay draws the same numbers as the eager step.
+    Each graph is captured at its third call (the first two run eagerly on a side stream: they make the
+    scratch arrays and the libraries' workspaces that a capture must not allocate). Should a capture fail,
+    the population warns once and goes on eagerly, the same run.
+
+    :param population: A population on CUDA whose counters are on the device.
+    """
+
+    WARMUP = 2
+
+    def __init__(self, population: Population) -> None:
+        self.population = population
+        self.calls = {"transition": 0, "gradient_step": 0}
+        self.graphs: dict[str, th.cuda.CUDAGraph] = {}
+        self.failed = False
+
+    def transition(self) -> None:
+        """Act, step and store (:meth:`Population.transition` at the device clock), replayed once captured."""
+        pop = self.population
+        self._call("transition", lambda: pop.transition(pop.clock))
+
+    def gradient_step(self) -> None:
+        """One gradient step of every agent (:meth:`Population.gradient_step`), replayed once captured."""
+        self._call("gradient_step", self.population.gradient_step)
+
+    def _call(self, name: str, fn: Callable[[], None]) -> None:
+        graph = self.graphs.get(name)
+        if graph is not None:
+            graph.replay()
+            return
+        if self.failed:
+            fn()
+            return
+        self.calls[name] += 1
+        if self.calls[name] <= self.WARMUP:
+            self._on_side_stream(fn)
+            return
+        graph = th.cuda.CUDAGraph()
+        try:
+            with th.cuda.graph(graph):
+                fn()  # recorded, not run
+        except RuntimeError as error:
+            self.failed = True
+            warnings.warn(
+                f"capturing the population's {name.replace('_', ' ')} in a CUDA graph failed ({error}); "
+                "going on without graphs",
+                QiterWarning,
+                stacklevel=2,
+            )
+            fn()
+            return
+        self.graphs[name] = graph
+        graph.replay()
+
+    @staticmethod
+    def _on_side_stream(fn: Callable[[], None]) -> None:
+        """Run ``fn`` on a side stream, as PyTorch asks of the calls before a capture."""
+        side = th.cuda.Stream()
+        side.wait_stream(th.cuda.current_stream())
+        with th.cuda.stream(side):
+            fn()
+        th.cuda.current_stream().wait_stream(side)

@@ -115,8 +115,8 @@ class WorkerSlice:
 class LocalSlice:
     """The slice that lives in this process."""
 
-    def __init__(self, configs: list[DQNConfig], backend: str) -> None:
-        self.population = Population(configs, backend)
+    def __init__(self, configs: list[DQNConfig], backend: str, cuda_graphs: bool = True) -> None:
+        self.population = Population(configs, backend, cuda_graphs)
         self.value: Any = None
 
     def submit(self, method: str, *args: Any) -> None:
@@ -137,9 +137,17 @@ class Shards:
     :param backend: ``"numpy"`` or ``"torch"``.
     :param workers: Number of slices (processes, this one included).
     :param threads: BLAS and torch threads in each worker process (``None``: leave them).
+    :param cuda_graphs: On CUDA, replay the step from captured graphs (:class:`~qiter.population.lockstep.StepGraphs`).
     """
 
-    def __init__(self, configs: list[DQNConfig], backend: str, workers: int, threads: int | None) -> None:
+    def __init__(
+        self,
+        configs: list[DQNConfig],
+        backend: str,
+        workers: int,
+        threads: int | None,
+        cuda_graphs: bool = True,
+    ) -> None:
         workers = max(1, min(workers, len(configs)))
         bounds = np.linspace(0, len(configs), workers + 1).round().astype(int)
         slices = [configs[a:b] for a, b in itertools.pairwise(bounds)]
@@ -148,7 +156,7 @@ class Shards:
             # spawn, not fork: a forked child would inherit torch's thread pools in an undefined state.
             context = mp.get_context("spawn")
             self.slices += [WorkerSlice(context, part, backend, threads) for part in slices[:-1]]
-            self.slices.append(LocalSlice(slices[-1], backend))
+            self.slices.append(LocalSlice(slices[-1], backend, cuda_graphs))
             for part in self.slices:
                 if isinstance(part, WorkerSlice):
                     part.result()

@@ -90,12 +90,13 @@ class Streams:
     def n(self) -> int:
         return len(self.seeds)
 
-    def bits(self, purpose: int, counter: int, shape: tuple[int, ...] = ()) -> Array:
+    def bits(self, purpose: int, counter: int | Array, shape: tuple[int, ...] = ()) -> Array:
         """32 random bits per element, int64 of shape ``(n, *shape)``: the ``counter``-th draw for
         ``purpose`` of every stream.
 
         :param purpose: What the numbers are for (:data:`EXPLORE`, :data:`SAMPLE`...).
-        :param counter: Which draw (a step, a layer...): a non-negative integer below 2^64.
+        :param counter: Which draw (a step, a layer...): a non-negative integer below 2^63, or a 0-d int64
+            tensor on the device holding one (the counters of a captured CUDA graph).
         :param shape: The shape of each stream's draw.
         """
         # The purpose and counter are the same for every stream: hashed once on the host.
@@ -118,11 +119,15 @@ class Streams:
         """Uniform draws in ``[0, 1)``, shape ``(n, *shape)`` (see :func:`to_uniform`)."""
         return to_uniform(self.ops, self.bits(purpose, counter, shape), dtype)
 
-    def integers(self, purpose: int, counter: int, high: int, shape: tuple[int, ...] = ()) -> Array:
+    def integers(
+        self, purpose: int, counter: int | Array, high: int | Array, shape: tuple[int, ...] = ()
+    ) -> Array:
         """Uniform integers in ``[0, high)``, int64 of shape ``(n, *shape)`` (see :func:`to_integers`)."""
         return to_integers(self.bits(purpose, counter, shape), high)
 
-    def per_step(self, purpose: int, step: int, shape: tuple[int, ...] = (), dtype: str = "bits") -> Array:
+    def per_step(
+        self, purpose: int, step: int | Array, shape: tuple[int, ...] = (), dtype: str = "bits"
+    ) -> Array:
         """The draw of ``step`` for a purpose drawn once a step, made :data:`STEP_BLOCK` steps at a time:
         ``bits(purpose, step // STEP_BLOCK, (STEP_BLOCK, *shape))[:, step % STEP_BLOCK]``, converted to
         ``dtype`` (``"bits"``, or ``"float32"``/``"float64"`` uniforms).
@@ -130,6 +135,13 @@ class Streams:
         Why blocks: a draw for a few hundred numbers costs what its twenty array calls cost (twenty kernel
         launches on a GPU), whatever its size; one draw per 64 steps divides that by 64.
         """
+        if not isinstance(step, int):
+            # A step held on the device (a captured CUDA graph's counter): the block is drawn at every call
+            # and the step's column picked on the device, the same numbers as the cached path's.
+            drawn = self.ops.select(
+                self.bits(purpose, step // STEP_BLOCK, (STEP_BLOCK, *shape)), 1, step % STEP_BLOCK
+            )
+            return drawn if dtype == "bits" else to_uniform(self.ops, drawn, dtype)
         block, offset = divmod(step, STEP_BLOCK)
         key = (purpose, shape, dtype)
         cached = self._blocks.get(key)

@@ -194,6 +194,7 @@ def train(
     progress: bool = False,
     threads: int | None = 1,
     workers: int | None = None,
+    cuda_graphs: bool = True,
 ) -> PopulationResult:
     """Train ``n_agents`` DQN agents on ``config.env_id`` for ``config.n_timesteps`` steps each.
 
@@ -208,6 +209,8 @@ def train(
         BLAS threads to pay.
     :param workers: Processes the agents are split over (this one included); default: one per usable core
         on the CPU, with at least 16 agents each, and one on a GPU. The split changes no agent's run.
+    :param cuda_graphs: On CUDA, replay each step from captured CUDA graphs (the same run, fewer kernel
+        launches: :class:`~qiter.population.lockstep.StepGraphs`); ``False`` launches every kernel.
     :raises QiterError: An environment without an array version, an unsupported option, a bad sweep, a
         population too large for the device: before anything is allocated or written.
     """
@@ -237,7 +240,7 @@ def train(
         limits = threadpool_limits(threads, user_api="blas")
         th.set_num_threads(threads)
     try:
-        with Shards(configs, backend, workers, threads) as shards:
+        with Shards(configs, backend, workers, threads, cuda_graphs) as shards:
             result = _run(config, configs, shards, backend, final_eval_episodes, progress)
     finally:
         if limits is not None:
