@@ -66,3 +66,21 @@ def test_per_step_draws_are_blocks_of_64_steps() -> None:
         np.testing.assert_array_equal(streams.per_step(EXPLORE, step, (2,)), block[:, step % 64])
     u = streams.per_step(RESET, 5, (4,), "float64")
     assert u.shape == (2, 4) and u.dtype == np.float64 and np.all((u >= 0) & (u < 1))
+
+
+def test_device_counters_draw_what_host_counters_draw() -> None:
+    """Counters held in 0-d tensors (a CUDA graph's) give the host path's numbers: a whole draw, one row of
+    it, and the per-step draws (one row of a block, computed alone)."""
+    import torch as th
+
+    ops = TorchOps("cpu")
+    streams, fresh = Streams(ops, [3, 9, 27]), Streams(ops, [3, 9, 27])
+    whole = streams.bits(SAMPLE, 70, (64, 5))
+    np.testing.assert_array_equal(fresh.bits(SAMPLE, th.tensor(70), (64, 5)), whole)
+    np.testing.assert_array_equal(fresh.bits(SAMPLE, 70, (64, 5), row=th.tensor(17)), whole[:, 17])
+    for step in (0, 63, 64, 200):
+        for dtype in ("bits", "float64"):
+            np.testing.assert_array_equal(
+                fresh.per_step(RESET, th.tensor(step), (4,), dtype),
+                streams.per_step(RESET, step, (4,), dtype),
+            )

@@ -90,7 +90,9 @@ class Streams:
     def n(self) -> int:
         return len(self.seeds)
 
-    def bits(self, purpose: int, counter: int | Array, shape: tuple[int, ...] = ()) -> Array:
+    def bits(
+        self, purpose: int, counter: int | Array, shape: tuple[int, ...] = (), row: Array | None = None
+    ) -> Array:
         """32 random bits per element, int64 of shape ``(n, *shape)``: the ``counter``-th draw for
         ``purpose`` of every stream.
 
@@ -98,6 +100,8 @@ class Streams:
         :param counter: Which draw (a step, a layer...): a non-negative integer below 2^63, or a 0-d int64
             tensor on the device holding one (the counters of a captured CUDA graph).
         :param shape: The shape of each stream's draw.
+        :param row: Only row ``row`` (a 0-d device tensor) of each stream's draw: shape ``(n, *shape[1:])``,
+            what ``[:, row]`` of the whole draw holds, at the cost of that row alone.
         """
         # The purpose and counter are the same for every stream: hashed once on the host.
         salt = mix32(mix32(purpose ^ mix32(counter & MASK)) ^ ((counter >> 32) & MASK))
@@ -110,6 +114,8 @@ class Streams:
             # Element indices pre-mixed once, so neighbouring elements differ in many bits.
             mixed = mix32(np.arange(size, dtype=np.int64) + 0x6A09E667) & MASK
             index = self._index[shape] = self.ops.asarray(mixed.reshape(shape), "int64")
+        if row is not None:
+            index, shape = self.ops.select(index, 0, row), shape[1:]
         # Two mixes per number in all (each is ten elementwise operations, a kernel each on a GPU).
         return mix32(per_stream.reshape((self.n,) + (1,) * len(shape)) ^ index)
 
@@ -136,11 +142,9 @@ class Streams:
         launches on a GPU), whatever its size; one draw per 64 steps divides that by 64.
         """
         if not isinstance(step, int):
-            # A step held on the device (a captured CUDA graph's counter): the block is drawn at every call
-            # and the step's column picked on the device, the same numbers as the cached path's.
-            drawn = self.ops.select(
-                self.bits(purpose, step // STEP_BLOCK, (STEP_BLOCK, *shape)), 1, step % STEP_BLOCK
-            )
+            # A step held on the device (a captured CUDA graph's counter): only the step's row of its block
+            # is computed, on the device, at every call: the same numbers as the cached path's.
+            drawn = self.bits(purpose, step // STEP_BLOCK, (STEP_BLOCK, *shape), row=step % STEP_BLOCK)
             return drawn if dtype == "bits" else to_uniform(self.ops, drawn, dtype)
         block, offset = divmod(step, STEP_BLOCK)
         key = (purpose, shape, dtype)
