@@ -91,3 +91,26 @@ def test_captured_graphs_run_what_the_eager_step_runs() -> None:
     assert set(captured.graphs.graphs) == {"transition", "gradient_step"} and not captured.graphs.failed
     for a, b in zip(_state(eager), _state(captured), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "MountainCar-v0"])
+def test_captured_calls_never_read_a_tensor_back(env_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a CUDA graph captures (the transition, the gradient step) reads no tensor value back to Python
+    (a capture forbids it): on the CPU, every way of doing so is made to fail, and both still run."""
+    configs = _configs(env_id, 700, 4, "double_dqn=true", "max_grad_norm=10")
+    pop = Population(configs, "torch")
+    pop.use_device_counters()
+    pop.env.on_host = False  # the GPU's schedule: draw resets at every step, never ask whether a copy finished
+    pop.run(0, 300)  # past learning_starts: the scratch arrays exist, as after a graph's warm-up calls
+    assert pop.clock is not None
+
+    def read_back(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a tensor value was read back to Python")
+
+    for name in ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(th.Tensor, name, read_back)
+    for _ in range(3):
+        pop.transition(pop.clock)
+        pop.gradient_step()
+    monkeypatch.undo()
+    assert int(pop.clock) == 303
