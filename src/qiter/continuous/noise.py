@@ -43,7 +43,9 @@ class ExplorationNoise:
         return {"state": self.state.copy()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.state = np.array(state["state"], dtype=np.float64)
+        # A checkpoint holds it as a tensor: np.asarray takes it without the copy keyword that np.array passes
+        # (torch's __array__ has none: a DeprecationWarning in numpy 2), then np.array makes our own copy.
+        self.state = np.array(np.asarray(state["state"]), dtype=np.float64)
 
 
 def make_noise(
