@@ -53,18 +53,9 @@ class PopulationBuffer:
 
     def add(self, obs: Array, actions: Array, rewards: Array, next_obs: Array, terminateds: Array) -> None:
         """Store one transition per agent (arrays with a leading axis of N)."""
-        ops, d = self.ops, self.obs_dim
-        if isinstance(self.pos, int):
-            rows = self.table[self.pos :: self.capacity]  # row pos of every agent's block: a view
-            ops.copy_into(rows[:, :d], obs)
-            ops.copy_into(rows[:, d : 2 * d], next_obs)
-            ops.copy_into(rows[:, 2 * d], ops.astype(actions, "float32"))
-            ops.copy_into(rows[:, 2 * d + 1], ops.astype(rewards, "float32"))
-            ops.copy_into(rows[:, 2 * d + 2], ops.astype(terminateds, "float32"))
-            self.pos = (self.pos + 1) % self.capacity
-            self.size = min(self.size + 1, self.capacity)
-            return
-        # Device counters: the same rows, written by one scatter at indices computed on the device.
+        ops = self.ops
+        # One scatter of whole rows at positions computed from the counters: the same code whether they are
+        # host integers or device tensors (a CUDA graph's), in place for the latter.
         columns = [ops.astype(x, "float32")[:, None] for x in (actions, rewards, terminateds)]
         ops.put_rows(self.table, self.offsets[:, 0] + self.pos, ops.concat([obs, next_obs, *columns], 1))
         self.pos += 1
