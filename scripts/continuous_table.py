@@ -35,8 +35,14 @@ DEFAULT_RUNS = (
 )
 
 
-def run_one(preset: str, seed: int, steps: int | None, eval_episodes: int) -> dict[str, object]:
-    """Train one preset with one seed; return its final return, wall time and learning curve."""
+def run_one(
+    preset: str, seed: int, steps: int | None, eval_episodes: int, run_dirs: Path | None = None
+) -> dict[str, object]:
+    """Train one preset with one seed; return its final return, wall time and learning curve.
+
+    :param run_dirs: If given, each run keeps its folder (logs, ``best.pt``, ``latest.pt``) in here, named
+        ``<algo>-<NAME>-<seed>``; otherwise nothing is written.
+    """
     algo, _, name = preset.partition("/")
     cls = agent_class(algo)
     overrides = [f"n_timesteps={steps}"] if steps is not None else []
@@ -44,7 +50,8 @@ def run_one(preset: str, seed: int, steps: int | None, eval_episodes: int) -> di
         None, name, overrides=overrides, seed=seed, cls=cls.config_class, presets=preset_folder(algo)
     )
     start = time.perf_counter()
-    result = train(cls, config, None, progress=False, verbose=0, final_eval_episodes=eval_episodes)
+    run_dir = run_dirs / f"{algo}-{name}-{seed}" if run_dirs is not None else None
+    result = train(cls, config, run_dir, progress=False, verbose=0, final_eval_episodes=eval_episodes)
     assert result.final_evaluation is not None
     return {
         "preset": preset,
@@ -114,6 +121,7 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--jsonl", default="continuous_runs.jsonl", help="append each finished run here")
     parser.add_argument("--out", help="also write the Markdown table to this file")
+    parser.add_argument("--run-dirs", type=Path, help="keep each run's folder (checkpoints, logs) in here")
     parser.add_argument("--smoke", action="store_true", help="300 steps, one seed, 1 evaluation episode")
     parser.add_argument("--plot", help="also draw the runs' learning curves to this PNG")
     parser.add_argument(
@@ -141,7 +149,7 @@ def main() -> None:
     rows = []
     for preset in args.runs:
         for seed in args.seeds:
-            row = run_one(preset, seed, args.steps, args.eval_episodes)
+            row = run_one(preset, seed, args.steps, args.eval_episodes, args.run_dirs)
             rows.append(row)
             with Path(args.jsonl).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")

@@ -194,3 +194,11 @@ def test_kill_9_then_resume_logs_each_step_once(tmp_path: Path) -> None:
         assert np.all(np.diff(steps) >= 0), kind
         if kind != "episodes":
             assert len(np.unique(steps)) == len(steps), kind
+
+
+def test_quiet_prints_only_the_final_evaluation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train", "CartPole-v1", "--runs-dir", str(tmp_path), "--steps", "300", "--quiet"]
+    assert main([*argv, "--set", "evaluation_interval=150", "--set", "n_eval_episodes=1"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("Evaluation of CartPole-v1 over 1 episodes:") and out.count("\n") == 1
+    assert err == ""  # no progress bar either

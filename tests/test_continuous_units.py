@@ -9,6 +9,7 @@ import torch as th
 from gymnasium import spaces
 from torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 
+from qiter.agent import Transitions
 from qiter.buffers.replay import TorchReplayBufferSamples
 from qiter.continuous.config import DDPGConfig, NAFConfig, TD3Config
 from qiter.continuous.ddpg import ActorCriticAgent, TD3Agent, td_target
@@ -219,3 +220,57 @@ def test_naf_gradient_step_regresses_on_the_target_value_and_averages_the_target
     mu = agent.q_net.heads(th.as_tensor(obs))[1].detach().numpy()
     assert np.abs(mu).max() <= 1.0
     np.testing.assert_allclose(agent.act(obs, explore=False), 2.0 * mu, rtol=1e-6)
+
+
+def _count_gradient_steps(config: TD3Config, episode_ends: list[list[int]]) -> list[int]:
+    """Drive a TD3 agent as the run loop does (observe, then update(step)) and return how many gradient
+    steps each call of ``update`` made; ``episode_ends[t]`` lists the copies whose episode ends at step t."""
+    agent = TD3Agent(config, OBS_SPACE, ACTION_SPACE)
+    made: list[int] = []
+    agent.gradient_step = lambda samples: made.__setitem__(-1, made[-1] + 1) or {}  # type: ignore[method-assign]
+    n, step = config.n_envs, 0
+    rng = np.random.default_rng(0)
+    for ends in episode_ends:
+        done = np.isin(np.arange(n), ends)
+        agent.observe(Transitions(
+            rng.normal(size=(n, 3)), rng.normal(size=(n, 3)), rng.uniform(-2, 2, (n, 2)), rng.normal(size=n),
+            done, np.zeros(n, bool),
+        ))  # fmt: skip
+        step += n
+        made.append(0)
+        agent.update(step)
+    return made
+
+
+def test_the_step_schedule_makes_gradient_steps_every_update_interval_steps() -> None:
+    config = TD3Config(
+        hidden_sizes="8,8", batch_size=4, learning_starts=4, update_interval=3, gradient_steps=2
+    )
+    made = _count_gradient_steps(config, [[]] * 12)
+    assert made == [0, 0, 0, 0, 0, 2, 0, 0, 2, 0, 0, 2]  # at steps 6, 9, 12: multiples of 3 after step 4
+    # gradient_steps=-1: one per step collected since the last update, counted also before learning starts
+    config.gradient_steps = -1
+    assert _count_gradient_steps(config, [[]] * 12) == [0, 0, 0, 0, 0, 3, 0, 0, 3, 0, 0, 3]
+
+
+def test_the_episode_schedule_trains_once_an_episode_as_many_steps_as_it_had() -> None:
+    # SB3's train_freq=(1, "episode"), gradient_steps=-1: episodes end at steps 3, 8 and 12; learning starts
+    # after step 4, so the episode ending at 3 trains nothing, and the one ending at 8 trains its own 5 steps.
+    config = TD3Config(hidden_sizes="8,8", batch_size=4, learning_starts=4, update_unit="episodes",
+                       gradient_steps=-1)  # fmt: skip
+    ends = [[0] if step in (3, 8, 12) else [] for step in range(1, 14)]
+    assert _count_gradient_steps(config, ends) == [0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 4, 0]
+    # Every second episode, 3 gradient steps; two copies ending together are two episodes.
+    config = TD3Config(hidden_sizes="8,8", batch_size=4, learning_starts=0, update_unit="episodes",
+                       update_interval=2, gradient_steps=3, n_envs=2)  # fmt: skip
+    made = _count_gradient_steps(config, [[0], [], [0, 1], [1], [], [0]])
+    assert made == [0, 0, 3, 3, 0, 0]  # 1 episode, 3 (update, 1 left over), 2 (update), then 1
+
+
+def test_the_episode_schedule_counts_survive_a_checkpoint() -> None:
+    config = TD3Config(hidden_sizes="8,8", batch_size=4, update_unit="episodes", gradient_steps=-1)
+    agent = _filled_agent(TD3Agent, config)
+    agent.steps_since_update, agent.episodes_since_update = 7, 1  # in the middle of a second episode
+    restored = TD3Agent(config, OBS_SPACE, ACTION_SPACE)
+    restored.load_state_dict(agent.state_dict())
+    assert (restored.steps_since_update, restored.episodes_since_update) == (7, 1)

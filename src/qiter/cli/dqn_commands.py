@@ -85,7 +85,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--video", action="store_true", help="record the final evaluation to RUN_DIR/videos/")
     p.add_argument("--no-tensorboard", action="store_true", help="write CSV logs only")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--quiet", action="store_true", help="print only the final evaluation")
+    p.add_argument(
+        "--quiet", action="store_true", help="print only the final evaluation (no progress bar either)"
+    )
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser(
@@ -199,7 +201,7 @@ def _train(args: argparse.Namespace) -> int:
         run_dir,
         resume=bool(args.resume),
         overwrite=args.overwrite,
-        progress=not args.no_progress,
+        progress=not (args.no_progress or args.quiet),
         verbose=0 if args.quiet else 1,
         tensorboard=not args.no_tensorboard,
         final_eval_episodes=args.eval_episodes or config.n_eval_episodes,

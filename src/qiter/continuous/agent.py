@@ -6,8 +6,10 @@ At each environment step:
    greedy action in [-1, 1] (each algorithm's :meth:`~ContinuousAgent.greedy_tensor`) plus exploration
    noise, scaled to the environment's bounds by :class:`~qiter.wrappers.ActionScaler`;
 2. :meth:`ContinuousAgent.observe`: store the transitions with actions back in [-1, 1];
-3. :meth:`ContinuousAgent.update`: every ``update_interval`` steps after ``learning_starts``,
-   ``gradient_steps`` calls of the algorithm's :meth:`~ContinuousAgent.gradient_step`.
+3. :meth:`ContinuousAgent.update`: every ``update_interval`` steps (or finished episodes, with
+   ``update_unit="episodes"``) after ``learning_starts``, ``gradient_steps`` calls of the algorithm's
+   :meth:`~ContinuousAgent.gradient_step` (-1: one per environment step since the last update, SB3's
+   ``gradient_steps=-1``).
 
 An algorithm subclasses :class:`ContinuousAgent` and writes only its networks, its greedy action and its
 gradient step; saving and restoring go through :meth:`~ContinuousAgent.modules`.
@@ -71,6 +73,9 @@ class ContinuousAgent(Agent):
         )  # fmt: skip
         self.num_timesteps = 0
         self.n_updates = 0
+        # What was collected since the last update: the episode schedule and gradient_steps=-1 read them.
+        self.steps_since_update = 0
+        self.episodes_since_update = 0
         self._learning_starts = config.learning_starts
 
     @classmethod
@@ -130,19 +135,30 @@ class ContinuousAgent(Agent):
             transitions.terminateds, transitions.truncateds,
         )  # fmt: skip
         self.num_timesteps += n
+        done = transitions.terminateds | transitions.truncateds
+        self.steps_since_update += n
+        self.episodes_since_update += int(np.count_nonzero(done))
         if self.noise is not None:
-            self.noise.reset(transitions.terminateds | transitions.truncateds)
+            self.noise.reset(done)
 
     def update(self, step: int) -> dict[str, float] | None:
         cfg = self.config
-        if step <= self._learning_starts:
-            return None
-        # With n_envs copies, the multiples of update_interval in (step - n_envs, step].
-        n_calls = step // cfg.update_interval - (step - cfg.n_envs) // cfg.update_interval
+        if cfg.update_unit == "episodes":
+            n_calls = self.episodes_since_update // cfg.update_interval
+            self.episodes_since_update -= n_calls * cfg.update_interval
+        else:
+            # With n_envs copies, the multiples of update_interval in (step - n_envs, step].
+            n_calls = step // cfg.update_interval - (step - cfg.n_envs) // cfg.update_interval
         if not n_calls:
             return None
+        # As SB3's collect-then-train loop: what was collected before learning starts is not trained on
+        # later (with gradient_steps=-1, the first update makes as many steps as its own rollout had).
+        collected, self.steps_since_update = self.steps_since_update, 0
+        if step <= self._learning_starts:
+            return None
+        n_gradient_steps = collected if cfg.gradient_steps == -1 else n_calls * cfg.gradient_steps
         metrics = MetricSummary()
-        for _ in range(n_calls * cfg.gradient_steps):
+        for _ in range(n_gradient_steps):
             samples = self.buffer.sample(cfg.batch_size).to_torch(self.device)
             self.n_updates += 1
             metrics.add(self.gradient_step(samples))
@@ -155,6 +171,8 @@ class ContinuousAgent(Agent):
         state.update(
             num_timesteps=self.num_timesteps,
             n_updates=self.n_updates,
+            steps_since_update=self.steps_since_update,
+            episodes_since_update=self.episodes_since_update,
             rng=self.rng.bit_generator.state,
             noise=self.noise.state_dict() if self.noise is not None else None,
         )
@@ -171,6 +189,9 @@ class ContinuousAgent(Agent):
         for name, module in self.modules().items():
             _load_module(module, state[name])
         self.num_timesteps, self.n_updates = int(state["num_timesteps"]), int(state["n_updates"])
+        # Checkpoints from before the episode schedule have neither count: zero is what they meant.
+        self.steps_since_update = int(state.get("steps_since_update", 0))
+        self.episodes_since_update = int(state.get("episodes_since_update", 0))
         self.rng.bit_generator.state = state["rng"]
         if self.noise is not None and state.get("noise") is not None:
             self.noise.load_state_dict(state["noise"])

@@ -35,8 +35,9 @@ class ContinuousConfig(RunConfig):
     replay_buffer_size: int = 1_000_000
     batch_size: int = 256
     learning_starts: int = 100  # uniform random actions until then (as SB3), then learning
-    update_interval: int = 1  # environment steps between updates
-    gradient_steps: int = 1  # gradient steps per update
+    update_interval: int = 1  # environment steps (or episodes, see update_unit) between updates
+    update_unit: Literal["steps", "episodes"] = "steps"  # what update_interval counts (SB3's train_freq unit)
+    gradient_steps: int = 1  # gradient steps per update; -1: as many as environment steps since the last
     # Networks: hidden layer sizes, comma-separated (SB3's TD3 default is 400,300)
     hidden_sizes: str = "400,300"
     learning_rate: float = 1e-3
@@ -53,7 +54,8 @@ class ContinuousConfig(RunConfig):
         need(self.batch_size >= 1, "batch_size", "at least 1")
         need(self.learning_starts >= 0, "learning_starts", "at least 0")
         need(self.update_interval >= 1, "update_interval", "at least 1")
-        need(self.gradient_steps >= 1, "gradient_steps", "at least 1")
+        need(self.update_unit in ("steps", "episodes"), "update_unit", "steps or episodes")
+        need(self.gradient_steps >= 1 or self.gradient_steps == -1, "gradient_steps", "at least 1, or -1")
         need(bool(parse_hidden_sizes(self.hidden_sizes)), "hidden_sizes", "positive integers, e.g. 400,300")
         need(self.learning_rate > 0, "learning_rate", "positive")
         need(0 < self.tau <= 1, "tau", "in (0, 1]")
