@@ -49,14 +49,15 @@ def main() -> None:
         None, args.env_id, overrides=overrides, seed=args.seed, cls=cls.config_class, presets=preset_folder("td3")
     )  # fmt: skip
     assert isinstance(cfg, ActorCriticConfig)
-    if cfg.exploration_noise != "normal" or cfg.update_interval != 1:
-        raise SystemExit("sb3_td3_reference: only presets with Gaussian noise and an update every step")
+    if cfg.exploration_noise != "normal":
+        raise SystemExit("sb3_td3_reference: only presets with Gaussian exploration noise")
     env = gym.make(cfg.env_id)
     n_actions = int(np.prod(env.action_space.shape or (1,)))
     model = TD3(
         "MlpPolicy", env, learning_rate=cfg.learning_rate, buffer_size=cfg.replay_buffer_size,
         learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, tau=cfg.tau, gamma=cfg.gamma,
-        train_freq=1, gradient_steps=cfg.gradient_steps, policy_delay=cfg.policy_delay,
+        train_freq=(cfg.update_interval, "episode" if cfg.update_unit == "episodes" else "step"),
+        gradient_steps=cfg.gradient_steps, policy_delay=cfg.policy_delay,
         target_policy_noise=cfg.target_policy_noise, target_noise_clip=cfg.target_noise_clip,
         action_noise=NormalActionNoise(np.zeros(n_actions), cfg.exploration_noise_std * np.ones(n_actions)),
         policy_kwargs={"net_arch": [int(s) for s in cfg.hidden_sizes.split(",")]},
@@ -72,9 +73,11 @@ def main() -> None:
     start = time.perf_counter()
     step = 0
     while step < cfg.n_timesteps:
-        chunk = min(cfg.evaluation_interval, cfg.n_timesteps - step)
-        model.learn(total_timesteps=chunk, reset_num_timesteps=step == 0)
-        step += chunk
+        # An episode schedule collects whole episodes, so SB3 may pass the evaluation's step: the curve
+        # records the step it reached.
+        target = min(step + cfg.evaluation_interval, cfg.n_timesteps)
+        model.learn(total_timesteps=target - step, reset_num_timesteps=step == 0)
+        step = model.num_timesteps
         returns = run_episodes(eval_env, act, cfg.n_eval_episodes)
         curve.append([step, float(returns.mean())])
         print(f"step {step}: mean return {returns.mean():.2f} +/- {returns.std():.2f}", flush=True)
@@ -85,7 +88,7 @@ def main() -> None:
     row = {
         "preset": f"sb3-td3/{cfg.env_id}",
         "seed": args.seed,
-        "steps": cfg.n_timesteps,
+        "steps": step,
         "final_return": round(float(final.mean()), 2),
         "wall_time_s": round(wall, 1),
         "curve": curve,
