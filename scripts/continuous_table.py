@@ -82,10 +82,12 @@ def table(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(rows: list[dict[str, object]], out: str) -> None:
+def plot_curves(rows: list[dict[str, object]], out: str, title: str | None = None) -> None:
     """Learning curves per preset: the mean over seeds, with the range of the seeds as a band.
 
     With 3 seeds an interquartile mean or a bootstrap interval says little; the band shows every seed.
+
+    :param title: What the plot shows (default: the presets' names after ``algo/``).
     """
     import matplotlib
 
@@ -102,8 +104,9 @@ def plot_curves(rows: list[dict[str, object]], out: str) -> None:
         ax.fill_between(steps, returns.min(axis=0), returns.max(axis=0), color=line.get_color(), alpha=0.15)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("greedy evaluation return")
-    env_ids = sorted({str(r["preset"]).split("/", 1)[-1] for r in rows})
-    ax.set_title(f"{', '.join(env_ids)}: mean over seeds; band: lowest to highest seed")
+    if title is None:
+        title = ", ".join(sorted({str(r["preset"]).split("/", 1)[-1] for r in rows}))
+    ax.set_title(f"{title}: mean over seeds; band: lowest to highest seed")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -124,6 +127,7 @@ def main() -> None:
     parser.add_argument("--run-dirs", type=Path, help="keep each run's folder (checkpoints, logs) in here")
     parser.add_argument("--smoke", action="store_true", help="300 steps, one seed, 1 evaluation episode")
     parser.add_argument("--plot", help="also draw the runs' learning curves to this PNG")
+    parser.add_argument("--title", help="the plot's title (default: the presets' names)")
     parser.add_argument(
         "--plot-only",
         nargs="+",
@@ -140,7 +144,7 @@ def main() -> None:
         ]
         # A run repeated in two files (same preset and seed: the same numbers) counts once.
         finished = list({(r["preset"], r["seed"]): r for r in rows_read}.values())
-        plot_curves(finished, args.plot or "continuous_curves.png")
+        plot_curves(finished, args.plot or "continuous_curves.png", args.title)
         print(table(finished))
         return
     if args.smoke:
@@ -161,7 +165,7 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
     if args.plot:
-        plot_curves(rows, args.plot)
+        plot_curves(rows, args.plot, args.title)
 
 
 if __name__ == "__main__":
