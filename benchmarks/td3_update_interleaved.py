@@ -75,7 +75,6 @@ def main() -> None:
             f"a step at that rate throughout: {1e3 * ceiling:.1f} ms, "
             f"{np.median(times['sb3']) / ceiling:.2f}x SB3's measured step"
         )
-    th.set_num_threads(args.threads)
 
 
 def step_flop(agent: TD3Agent) -> float:

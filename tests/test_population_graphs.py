@@ -100,9 +100,8 @@ def test_captured_calls_never_read_a_tensor_back(env_id: str, monkeypatch: pytes
     configs = _configs(env_id, 700, 4, "double_dqn=true", "max_grad_norm=10")
     pop = Population(configs, "torch")
     pop.use_device_counters()
-    pop.env.on_host = (
-        False  # the GPU's schedule: draw resets at every step, never ask whether a copy finished
-    )
+    # The GPU's schedule: draw resets at every step, never ask whether a copy finished.
+    pop.env.on_host = False
     pop.run(0, 300)  # past learning_starts: the scratch arrays exist, as after a graph's warm-up calls
     assert pop.clock is not None
 
