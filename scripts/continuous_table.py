@@ -100,7 +100,8 @@ def plot_curves(rows: list[dict[str, object]], out: str, title: str | None = Non
         length = min(len(c) for c in curves)
         steps = curves[0][:length, 0]
         returns = np.stack([c[:length, 1] for c in curves])
-        (line,) = ax.plot(steps, returns.mean(axis=0), label=f"{preset} ({len(curves)} seeds)")
+        seeds = f"{len(curves)} seed" + ("s" if len(curves) > 1 else "")
+        (line,) = ax.plot(steps, returns.mean(axis=0), label=f"{preset} ({seeds})")
         ax.fill_between(steps, returns.min(axis=0), returns.max(axis=0), color=line.get_color(), alpha=0.15)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("greedy evaluation return")
