@@ -6,6 +6,9 @@ a traceback from deep inside numpy, torch or gymnasium for a mistake of theirs.
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+
 
 class QiterError(ValueError):
     """Bad input: an unknown environment, an unsupported space, a corrupt file, a wrong config key..."""
@@ -13,3 +16,29 @@ class QiterError(ValueError):
 
 class QiterWarning(UserWarning):
     """Something the user should know that does not stop the run (the CLI prints it as one line)."""
+
+
+class RunInterrupted(QiterError):
+    """A run stopped by SIGINT (Ctrl-C) or SIGTERM after finishing its step and saving ``latest.pt``.
+
+    The CLI prints the message (which names the command that continues the run) and exits with
+    ``128 + signum`` (130 for SIGINT, 143 for SIGTERM).
+
+    :param run_dir: The run folder, whose ``checkpoints/latest.pt`` holds the run at ``step``.
+    :param signum: The signal's number.
+    :param step: The step the run was saved at.
+    :param command: The command that continues the run (``qiter train --resume DIR``).
+    """
+
+    def __init__(self, run_dir: Path, signum: int, step: int, command: str) -> None:
+        self.run_dir, self.signum, self.step, self.command = Path(run_dir), signum, step, command
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"interrupted by {name} at step {step}; saved {self.run_dir / 'checkpoints' / 'latest.pt'}; "
+            f"continue with: {command}"
+        )
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for a process ended by the signal: ``128 + signum``."""
+        return 128 + self.signum

@@ -3,7 +3,9 @@
 :func:`train` drives any :class:`~qiter.agent.Agent` through its run, CleanRL-style from top to bottom:
 seeding, environments (one, or ``n_envs`` copies through a gymnasium vector env), episode bookkeeping, CSV
 and TensorBoard logs, the progress bar, periodic evaluation, best and latest checkpoints, resume, the
-divergence check, early stop, the final evaluation and the whole run folder. It emits events
+divergence check, early stop, the final evaluation and the whole run folder. What any training loop does
+around its steps (the folder, logs, events, checks, checkpoints, signals) is
+:class:`~qiter.lifecycle.RunLifecycle`'s, shared with the population loop. It emits events
 (:class:`RunEvents`) after each episode, after each evaluation and before each checkpoint, for tools that
 follow a run (an Optuna pruner, a sweep's progress display).
 
@@ -32,42 +34,30 @@ import numpy as np
 import torch as th
 from threadpoolctl import threadpool_limits
 
-from qiter import runs
 from qiter.agent import Agent, Evaluation, MetricSummary, Transitions
 from qiter.config import config_to_dict
 from qiter.errors import QiterError, QiterWarning
 from qiter.evaluation import run_episodes
+from qiter.lifecycle import DivergenceError, Every, QValueWatch, RunEvents, RunLifecycle, check_finite
 from qiter.run_config import RunConfig
 
-__all__ = ["DivergenceError", "RunEvents", "TrainResult", "build_agent", "check_env", "make_envs", "train"]
+__all__ = [
+    "DivergenceError",
+    "QValueWatch",
+    "RunEvents",
+    "RunState",
+    "TrainResult",
+    "build_agent",
+    "check_env",
+    "make_envs",
+    "train",
+]
 
 LOG_INTERVAL = 1000
 # Evaluation and final-evaluation episodes draw from streams of their own, so that evaluating (or not)
 # never changes the training run.
 EVAL_SEED_OFFSET = 1_000_003
 FINAL_EVAL_SEED_OFFSET = 10_000
-
-
-class DivergenceError(QiterError):
-    """The loss or the Q-values became NaN or infinite."""
-
-
-class RunEvents:
-    """Callbacks of a run: subclass, override what you need, and pass instances to :func:`train`.
-
-    An exception raised in a callback ends the run (logs are closed, the last checkpoint is kept): an Optuna
-    pruner raises ``optuna.TrialPruned`` from :meth:`on_evaluation`.
-    """
-
-    def on_episode(self, step: int, episode_return: float, episode_length: int) -> None:
-        """After each finished episode of any environment copy."""
-
-    def on_evaluation(self, step: int, mean_return: float, std_return: float, agent: Agent) -> bool | None:
-        """After each periodic evaluation; return ``True`` to stop the run there."""
-        return None
-
-    def on_checkpoint(self, step: int, path: Path) -> None:
-        """Before a checkpoint is written to ``path``."""
 
 
 @dataclass
@@ -243,6 +233,22 @@ def build_agent(agent_cls: type[Agent], config: RunConfig) -> Agent:
 # ---------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class RunState:
+    """The loop's counters: what a checkpoint keeps beside the agent, and what the run reports."""
+
+    step: int = 0
+    episodes: int = 0
+    eval_history: list[dict[str, float]] = field(default_factory=list)
+    last_return: float = math.nan  # of the last finished episode (the progress bar's)
+    stopped_early: bool = False
+
+    @property
+    def best_mean(self) -> float:
+        """The best periodic evaluation so far (what ``best.pt`` holds)."""
+        return max((e["mean_return"] for e in self.eval_history), default=-math.inf)
+
+
 def train(
     agent_cls: type[Agent],
     config: RunConfig,
@@ -259,6 +265,14 @@ def train(
 ) -> TrainResult:
     """Train an agent of class ``agent_cls`` with ``config``.
 
+    The stages: :func:`_start` (seeding, run folder, agent, resume, logs), :class:`_Loop` (the steps, with
+    logs, evaluations and checkpoints when due), the last checkpoint, then :func:`_finish` (the final
+    evaluation and ``eval.json``). The run folder, logs, events, checks and checkpoints are
+    :class:`~qiter.lifecycle.RunLifecycle`'s, shared with the population loop.
+
+    On SIGINT or SIGTERM (with a run folder) the run finishes its step, writes ``latest.pt`` and raises
+    :class:`~qiter.errors.RunInterrupted`.
+
     :param agent_cls: The algorithm (an :class:`~qiter.agent.Agent` subclass).
     :param config: Its config (a :class:`~qiter.run_config.RunConfig`).
     :param run_dir: Folder for config, logs, checkpoints and evaluation results; ``None`` writes nothing.
@@ -273,246 +287,239 @@ def train(
         ``n_eval_episodes`` when ``run_dir`` is set, else none; 0: none.
     :param video: Record the final evaluation to ``run_dir/videos``.
     :return: The trained agent and a summary of the run.
+    :raises RunInterrupted: After saving, when a signal stopped the run.
     """
     config.validate()
-    run_path = Path(run_dir) if run_dir is not None else None
-    if resume and run_path is None:
+    if resume and run_dir is None:
         raise QiterError("resume needs the run folder to resume")
-
+    life = RunLifecycle(run_dir, events=events, tensorboard=tensorboard, verbose=verbose)
     th.manual_seed(config.seed)
     np.random.seed(config.seed)
     # The environments first: a wrong id or space fails before anything is written.
     envs, eval_env = make_envs(config, agent_cls)
-    step, episodes = 0, 0
-    eval_history: list[dict[str, float]] = []
-    logger = None
     try:
-        if run_path is not None and not resume:
-            runs.claim_run_dir(run_path, overwrite)
-        eval_env.action_space.seed(config.seed)
-        agent = agent_cls(config, envs.observation_space, envs.action_space)
-        if run_path is not None:
-            if resume:
-                step, episodes, eval_history = _resume(agent, config, run_path, verbose)
-            runs.save_config(run_path, config_to_dict(config))
-            # On resume, TensorBoard hides what was logged after the checkpoint (the CSVs are already cut).
-            logger = runs.RunLogger(
-                run_path, tensorboard=tensorboard, purge_step=step + 1 if resume else None
-            )
+        agent, state = _start(agent_cls, config, envs, eval_env, life, resume, overwrite)
     except BaseException:
         envs.close()
         eval_env.close()
         raise
-    eval_rng = np.random.default_rng(config.seed + EVAL_SEED_OFFSET)
-    best_mean = max((e["mean_return"] for e in eval_history), default=-math.inf)
-
-    def save(name: str) -> None:
-        if run_path is None:
-            return
-        path = run_path / runs.CHECKPOINT_DIR / name
-        for event in events:
-            event.on_checkpoint(step, path)
-        state = {
-            "format": agent.checkpoint_format,
-            "algo": agent.algo,
-            "config": config_to_dict(config),
-            "step": step,
-            "episodes": episodes,
-            "eval_history": eval_history,
-            "torch_rng": th.get_rng_state(),
-            "agent": agent.state_dict(include_buffer=config.save_buffer),
-        }
-        runs.save_checkpoint(path, state)
-
-    # Resume starts fresh episodes: the environments' inner state cannot be saved in general.
-    envs.reset(seed=config.seed + step)
-    eval_env.reset(seed=config.seed + EVAL_SEED_OFFSET + step)
-    n_envs = envs.n_envs
-    last_return = math.nan
-    metric_summary = MetricSummary()
-    # Intervals are counted in environment steps; with n_envs copies the loop advances n_envs at a time.
-    next_log = (step // LOG_INTERVAL + 1) * LOG_INTERVAL
-    eval_interval = config.evaluation_interval
-    next_eval = (step // eval_interval + 1) * eval_interval if eval_interval > 0 else math.inf
-    checkpoint_interval = config.checkpoint_interval or config.evaluation_interval or config.n_timesteps
-    next_checkpoint = (step // checkpoint_interval + 1) * checkpoint_interval
-    stopped_early = False
-    q_bound = config.q_value_bound()
-    q_watch = QValueWatch(q_bound) if q_bound is not None else None
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=config.n_timesteps, initial=step, unit="step", dynamic_ncols=True, desc=config.env_id
-        )
-    say = bar.write if bar is not None else print
+    loop = _Loop(agent, config, envs, eval_env, life, state)
+    start_step = state.step
     start_time = time.perf_counter()
-    start_step = step
-    interval_time, interval_step = start_time, step
-    # A diverging run overflows before the divergence check reports it: no numpy warnings on the way there.
-    errstate = np.errstate(over="ignore", invalid="ignore")
-    errstate.__enter__()
-    # One BLAS thread: the matrices of an RL update are small, and BLAS worker threads that must share
-    # their cores with anything else (the environment, another run) made a 256-unit update 13x slower.
-    blas_threads = threadpool_limits(1, user_api="blas")
     try:
-        act, env_step, observe, update = agent.act, envs.step, agent.observe, agent.update
-        while step < config.n_timesteps:
-            actions = act(envs.observations, True)
-            transitions, finished = env_step(actions)
-            step += n_envs
-            if finished:
-                for episode_return, episode_length in finished:
-                    episodes += 1
-                    last_return = episode_return
-                    if logger is not None:
-                        row = {"return": episode_return, "length": episode_length, **agent.metrics()}
-                        logger.log("episodes", step, row)
-                    for event in events:
-                        event.on_episode(step, episode_return, episode_length)
-            observe(transitions)
-            metrics = update(step)
-            if metrics is not None:
-                for key, value in metrics.items():
-                    if not math.isfinite(value):
-                        raise DivergenceError(
-                            f"training diverged at step {step}: {key} is {value}. The last good checkpoint is "
-                            "kept; try a smaller learning rate, the huber loss or gradient clipping "
-                            "(max_grad_norm)."
-                        )
-                metric_summary.add(metrics)
-
-            if step >= next_log:
-                next_log += LOG_INTERVAL
-                now = time.perf_counter()
-                sps = (step - interval_step) / max(now - interval_time, 1e-9)
-                interval_time, interval_step = now, step
-                schedules = agent.metrics()
-                if metric_summary.count > 0:
-                    row = metric_summary.summary()
-                    if logger is not None:
-                        logger.log("train", step, {**row, **schedules, "steps_per_second": sps})
-                    if q_watch is not None:
-                        q_watch.check(step, row.get("mean_q"))
-                metric_summary.clear()
-                if bar is not None:
-                    bar.update(step - bar.n)
-                    postfix = {"sps": f"{sps:,.0f}", "ret": f"{last_return:.1f}"}
-                    if "epsilon" in schedules:
-                        postfix["eps"] = f"{schedules['epsilon']:.3f}"
-                    bar.set_postfix(postfix, refresh=False)
-
-            if step >= next_eval:
-                next_eval += eval_interval
-                returns = run_episodes(
-                    eval_env,
-                    agent.greedy_actor(),
-                    config.n_eval_episodes,
-                    config.eval_exploration_rate,
-                    eval_rng,
-                )
-                mean, std = float(returns.mean()), float(returns.std())
-                eval_history.append({"step": float(step), "mean_return": mean, "std_return": std})
-                if logger is not None:
-                    logger.log("eval", step, {"mean_return": mean, "std_return": std})
-                if verbose:
-                    say(
-                        f"Evaluation at step {step}: mean return {mean:.2f} +/- {std:.2f}{_schedule_note(agent)}"
-                    )
-                stop = False
-                for event in events:
-                    stop = bool(event.on_evaluation(step, mean, std, agent)) or stop
-                if mean > best_mean:
-                    best_mean = mean
-                    save("best.pt")
-                if config.stop_at_return is not None and mean >= config.stop_at_return:
-                    stop = True
-                    if verbose:
-                        say(f"Stopping: return {mean:.2f} >= {config.stop_at_return}")
-                if stop:
-                    stopped_early = True
-                    break
-            if step >= next_checkpoint:
-                next_checkpoint += checkpoint_interval
-                save("latest.pt")
+        loop.run(progress)
     finally:
-        errstate.__exit__(None, None, None)
-        blas_threads.restore_original_limits()
-        if bar is not None:
-            bar.update(step - bar.n)
-            bar.close()
-        if logger is not None:
-            logger.close()
+        life.close(state.step)
         envs.close()
         eval_env.close()
     wall_time = time.perf_counter() - start_time
-    save("latest.pt")
+    life.checkpoint("latest.pt", state.step, lambda: _checkpoint_state(agent, config, state))
+    life.raise_if_interrupted(state.step, f"qiter train --resume {life.run_path}")
     result = TrainResult(
         agent=agent,
-        run_dir=run_path,
-        steps=step,
-        episodes=episodes,
+        run_dir=life.run_path,
+        steps=state.step,
+        episodes=state.episodes,
         wall_time=wall_time,
-        steps_per_second=(step - start_step) / max(wall_time, 1e-9),
-        eval_history=eval_history,
-        stopped_early=stopped_early,
+        steps_per_second=(state.step - start_step) / max(wall_time, 1e-9),
+        eval_history=state.eval_history,
+        stopped_early=state.stopped_early,
     )
+    _finish(result, config, life, final_eval_episodes, video)
+    return result
+
+
+def _start(
+    agent_cls: type[Agent],
+    config: RunConfig,
+    envs: SingleEnv | VectorEnvs,
+    eval_env: gym.Env,
+    life: RunLifecycle,
+    resume: bool,
+    overwrite: bool,
+) -> tuple[Agent, RunState]:
+    """Claim the run folder, make the agent, restore it and the counters on resume, open the logs."""
+    life.claim(resume, overwrite)
+    eval_env.action_space.seed(config.seed)
+    agent = agent_cls(config, envs.observation_space, envs.action_space)
+    state = RunState()
+    if life.run_path is not None:
+        if resume:
+            state = _resume(agent, config, life)
+        # On resume, TensorBoard hides what was logged after the checkpoint, and the CSVs are cut there.
+        life.open(config_to_dict(config), state.step if resume else None)
+    return agent, state
+
+
+def _checkpoint_state(agent: Agent, config: RunConfig, state: RunState) -> dict[str, Any]:
+    """What a single agent's checkpoint holds: the agent, the config, the counters, torch's generator."""
+    return {
+        "format": agent.checkpoint_format,
+        "algo": agent.algo,
+        "config": config_to_dict(config),
+        "step": state.step,
+        "episodes": state.episodes,
+        "eval_history": state.eval_history,
+        "torch_rng": th.get_rng_state(),
+        "agent": agent.state_dict(include_buffer=config.save_buffer),
+    }
+
+
+class _Loop:
+    """The steps of a single-agent run, with what is due between them (logs, evaluations, checkpoints).
+
+    One environment step of every copy, then, when due: the episodes that ended, the divergence check, a
+    log row (and the Q-value bound check), an evaluation (``best.pt``, early stop), ``latest.pt``.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        config: RunConfig,
+        envs: SingleEnv | VectorEnvs,
+        eval_env: gym.Env,
+        life: RunLifecycle,
+        state: RunState,
+    ) -> None:
+        self.agent, self.config, self.envs, self.eval_env, self.life, self.state = (
+            agent, config, envs, eval_env, life, state
+        )  # fmt: skip
+        step = state.step
+        # Intervals are counted in environment steps; with n_envs copies the loop advances n_envs at a time.
+        self.log_due = Every(LOG_INTERVAL, step)
+        self.eval_due = Every(config.evaluation_interval, step)
+        self.checkpoint_due = Every(
+            config.checkpoint_interval or config.evaluation_interval or config.n_timesteps, step
+        )
+        self.eval_rng = np.random.default_rng(config.seed + EVAL_SEED_OFFSET)
+        self.metric_summary = MetricSummary()
+        q_bound = config.q_value_bound()
+        self.q_watch = QValueWatch(q_bound) if q_bound is not None else None
+        self.interval_time, self.interval_step = time.perf_counter(), step
+
+    def run(self, progress: bool) -> None:
+        """Step until ``n_timesteps``, an early stop or a signal (which ends the step first)."""
+        agent, envs, config, life, state = self.agent, self.envs, self.config, self.life, self.state
+        # Resume starts fresh episodes: the environments' inner state cannot be saved in general.
+        envs.reset(seed=config.seed + state.step)
+        self.eval_env.reset(seed=config.seed + EVAL_SEED_OFFSET + state.step)
+        if progress:
+            life.start_bar(config.n_timesteps, state.step, config.env_id)
+        self.interval_time = time.perf_counter()
+        # A diverging run overflows before the divergence check reports it: no numpy warnings on the way
+        # there. One BLAS thread: the matrices of an RL update are small, and BLAS worker threads that must
+        # share their cores with anything else (the environment, another run) made a 256-unit update 13x
+        # slower.
+        with (
+            np.errstate(over="ignore", invalid="ignore"),
+            threadpool_limits(1, user_api="blas"),
+            life.guard_signals() as signals,
+        ):
+            act, env_step, observe, update = agent.act, envs.step, agent.observe, agent.update
+            step, n_envs, summary = state.step, envs.n_envs, self.metric_summary
+            while step < config.n_timesteps and signals.signum is None:
+                actions = act(envs.observations, True)
+                transitions, finished = env_step(actions)
+                step += n_envs
+                state.step = step
+                if finished:
+                    self.episodes_ended(finished)
+                observe(transitions)
+                metrics = update(step)
+                if metrics is not None:
+                    check_finite(step, metrics)
+                    summary.add(metrics)
+                if self.log_due.due(step):
+                    self.log_interval()
+                if self.eval_due.due(step) and self.evaluate():
+                    state.stopped_early = True
+                    break
+                if self.checkpoint_due.due(step):
+                    life.checkpoint("latest.pt", step, lambda: _checkpoint_state(agent, config, state))
+
+    def episodes_ended(self, finished: list[tuple[float, int]]) -> None:
+        """Count the episodes that ended at this step, log them, tell the events."""
+        state, life = self.state, self.life
+        for episode_return, episode_length in finished:
+            state.episodes += 1
+            state.last_return = episode_return
+            if life.logger is not None:
+                row = {"return": episode_return, "length": episode_length, **self.agent.metrics()}
+                life.log("episodes", state.step, row)
+            life.episode(state.step, episode_return, episode_length)
+
+    def log_interval(self) -> None:
+        """A ``train.csv`` row of the updates since the last one, the Q-value bound check, the progress bar."""
+        state, life, step = self.state, self.life, self.state.step
+        now = time.perf_counter()
+        sps = (step - self.interval_step) / max(now - self.interval_time, 1e-9)
+        self.interval_time, self.interval_step = now, step
+        schedules = self.agent.metrics()
+        if self.metric_summary.count > 0:
+            row = self.metric_summary.summary()
+            life.log("train", step, {**row, **schedules, "steps_per_second": sps})
+            if self.q_watch is not None:
+                self.q_watch.check(step, row.get("mean_q"))
+        self.metric_summary.clear()
+        bar = life.bar
+        if bar is not None:
+            bar.update(step - bar.n)
+            postfix = {"sps": f"{sps:,.0f}", "ret": f"{state.last_return:.1f}"}
+            if "epsilon" in schedules:
+                postfix["eps"] = f"{schedules['epsilon']:.3f}"
+            bar.set_postfix(postfix, refresh=False)
+
+    def evaluate(self) -> bool:
+        """A periodic greedy evaluation: logged, told to the events, ``best.pt`` when best; whether to stop."""
+        agent, config, state, life, step = self.agent, self.config, self.state, self.life, self.state.step
+        best_mean = state.best_mean
+        returns = run_episodes(
+            self.eval_env, agent.greedy_actor(), config.n_eval_episodes, config.eval_exploration_rate,
+            self.eval_rng,
+        )  # fmt: skip
+        mean, std = float(returns.mean()), float(returns.std())
+        state.eval_history.append({"step": float(step), "mean_return": mean, "std_return": std})
+        life.log("eval", step, {"mean_return": mean, "std_return": std})
+        if life.verbose:
+            life.say(
+                f"Evaluation at step {step}: mean return {mean:.2f} +/- {std:.2f}{_schedule_note(agent)}"
+            )
+        stop = life.evaluation(step, mean, std, agent)
+        if mean > best_mean:
+            life.checkpoint("best.pt", step, lambda: _checkpoint_state(agent, config, state))
+        if config.stop_at_return is not None and mean >= config.stop_at_return:
+            stop = True
+            if life.verbose:
+                life.say(f"Stopping: return {mean:.2f} >= {config.stop_at_return}")
+        return stop
+
+
+def _finish(
+    result: TrainResult, config: RunConfig, life: RunLifecycle, final_eval_episodes: int | None, video: bool
+) -> None:
+    """The final greedy evaluation (default: ``n_eval_episodes`` with a run folder) and ``eval.json``."""
+    run_path = life.run_path
     n_final = (
         final_eval_episodes
         if final_eval_episodes is not None
         else (config.n_eval_episodes if run_path else 0)
     )
-    if n_final > 0:
-        result.final_evaluation = _final_evaluation(agent, config, run_path, n_final, video)
-        if run_path is not None:
-            runs.write_eval(
-                run_path,
-                {
-                    "algo": agent.algo,
-                    "env_id": config.env_id,
-                    "steps": step,
-                    "episodes": n_final,
-                    "mean_return": result.final_evaluation.mean_return,
-                    "std_return": result.final_evaluation.std_return,
-                    "wall_time_s": wall_time,
-                    "steps_per_second": result.steps_per_second,
-                },
-            )
-    return result
-
-
-class QValueWatch:
-    """Warns once when the mean Q-value goes far above what any return can be worth.
-
-    With rewards at most ``max_reward`` and discount ``gamma``, no Q-value can exceed
-    ``bound = max_reward / (1 - gamma)`` (:func:`~qiter.run_config.q_value_bound`). A mean Q well above
-    it is not a number to hide: the critic is diverging, whatever the returns say.
-
-    :param bound: The config's :meth:`~qiter.run_config.RunConfig.q_value_bound`.
-    :param margin: How far above the bound warns, as a fraction of ``|bound|`` (at least 1 in absolute
-        value, so a bound of 0 is not warned about for noise).
-    """
-
-    def __init__(self, bound: float, margin: float = 0.5) -> None:
-        self.bound = bound
-        self.limit = bound + margin * max(abs(bound), 1.0)
-        self.warned = False
-
-    def check(self, step: int, mean_q: float | None) -> None:
-        """Warn (once per run) if ``mean_q`` exceeds the limit at ``step``."""
-        if self.warned or mean_q is None or mean_q <= self.limit:
-            return
-        self.warned = True
-        warnings.warn(
-            f"at step {step} the mean Q-value is {mean_q:.4g}, while no return can exceed {self.bound:.4g} "
-            "(max_reward / (1 - gamma)): the critic is overestimating, usually because the target network is "
-            "updated too often, the learning rate is too high, or the max over noisy estimates compounds "
-            "(see docs/stability.md)",
-            QiterWarning,
-            stacklevel=2,
-        )
+    if n_final <= 0:
+        return
+    agent = result.agent
+    result.final_evaluation = _final_evaluation(agent, config, run_path, n_final, video)
+    life.write_eval(
+        {
+            "algo": agent.algo,
+            "env_id": config.env_id,
+            "steps": result.steps,
+            "episodes": n_final,
+            "mean_return": result.final_evaluation.mean_return,
+            "std_return": result.final_evaluation.std_return,
+            "wall_time_s": result.wall_time,
+            "steps_per_second": result.steps_per_second,
+        }
+    )
 
 
 def _schedule_note(agent: Agent) -> str:
@@ -537,35 +544,22 @@ def _final_evaluation(
     return Evaluation(returns)
 
 
-def _resume(
-    agent: Agent, config: RunConfig, run_path: Path, verbose: int
-) -> tuple[int, int, list[dict[str, float]]]:
-    """Restore the agent and the loop's counters from the run's latest checkpoint; cut the logs there."""
-    checkpoint_path = runs.latest_checkpoint(run_path)
-    if checkpoint_path is None:
-        raise QiterError(f"no checkpoint to resume from in {run_path / runs.CHECKPOINT_DIR}")
-    state = runs.load_checkpoint(checkpoint_path)
+def _resume(agent: Agent, config: RunConfig, life: RunLifecycle) -> RunState:
+    """Restore the agent, torch's generator and the loop's counters from the run's latest checkpoint."""
+    checkpoint_path, state = life.load_latest()
     agent.check_format(state, checkpoint_path)
-    saved = state["config"]
-    current = config_to_dict(config)
-    for key in agent.fixed_keys:
-        if saved.get(key) != current.get(key):
-            raise QiterError(
-                f"cannot change {key} when resuming ({saved.get(key)!r} -> {current.get(key)!r}): it fixes the "
-                "shape of the saved networks or buffer; start a new run instead"
-            )
+    life.check_fixed_keys(state["config"], config_to_dict(config), agent.fixed_keys)
     step, episodes = int(state["step"]), int(state["episodes"])
     agent.load_state_dict(state["agent"])
     th.set_rng_state(state["torch_rng"])
     if not agent.has_buffer(state["agent"]):
         warnings.warn(
-            f"resuming {run_path} with an empty replay buffer (the checkpoint holds none: train with "
+            f"resuming {life.run_path} with an empty replay buffer (the checkpoint holds none: train with "
             "--save-buffer to keep it); learning waits for learning_starts new transitions and will not "
             "follow the uninterrupted run",
             QiterWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    runs.truncate_logs(run_path, step)
-    if verbose:
-        print(f"Resuming {run_path} at step {step} (episode {episodes})", file=sys.stdout)
-    return step, episodes, list(state["eval_history"])
+    if life.verbose:
+        print(f"Resuming {life.run_path} at step {step} (episode {episodes})", file=sys.stdout)
+    return RunState(step=step, episodes=episodes, eval_history=list(state["eval_history"]))

@@ -119,7 +119,11 @@ def _umask() -> int:
 
 
 # What a run writes in its folder: a folder holding any of these holds a run.
-RUN_FILES = (CONFIG_FILE, EVAL_FILE, "episodes.csv", "train.csv", "eval.csv", "tb", CHECKPOINT_DIR)
+RUN_FILES = (
+    CONFIG_FILE, EVAL_FILE, "episodes.csv", "train.csv", "eval.csv", "tb", CHECKPOINT_DIR,
+    # a population's
+    "agents", "agents.csv", "summary.md", "curves.png",
+)  # fmt: skip
 
 
 def claim_run_dir(run_dir: str | Path, overwrite: bool = False) -> Path:
@@ -152,12 +156,14 @@ def truncate_logs(run_dir: str | Path, step: int) -> None:
     """Drop the CSV rows logged after ``step`` (a resume from a checkpoint at ``step``).
 
     A run killed after its last checkpoint has logged steps that the resumed run logs again; without this,
-    they would appear twice and steps would go backwards. Each file is rewritten atomically.
+    they would appear twice and steps would go backwards. Each file is rewritten atomically (the CSVs of the
+    folder and of its subfolders: a population's ``agents/``).
 
     :param run_dir: The run folder.
     :param step: The checkpoint's step: rows with a larger step go.
     """
-    for path in sorted(Path(run_dir).glob("*.csv")):
+    folder = Path(run_dir)
+    for path in sorted(folder.glob("*.csv")) + sorted(folder.glob("*/*.csv")):
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
         if not rows:
@@ -313,9 +319,12 @@ class RunLogger:
         writer = self._writers.get(kind)
         if writer is not None:
             return writer
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", kind):
-            raise ValueError(f"invalid log kind {kind!r}: use letters, digits, '_', '-' or '.'")
+        if not re.fullmatch(r"([A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]+", kind):
+            raise ValueError(
+                f"invalid log kind {kind!r}: use letters, digits, '_', '-' or '.' (and one '/' for a subfolder)"
+            )
         path = self.run_dir / f"{kind}.csv"
+        path.parent.mkdir(exist_ok=True)
         columns: list[str] | None = None
         needs_newline = False
         if path.is_file() and path.stat().st_size > 0:
@@ -336,13 +345,15 @@ class RunLogger:
         self._files[kind], self._writers[kind], self._columns[kind] = f, writer, columns
         return writer
 
-    def log(self, kind: str, step: int, values: Mapping[str, float]) -> None:
+    def log(self, kind: str, step: int, values: Mapping[str, float], tensorboard: bool = True) -> None:
         """Append one row to ``<kind>.csv`` (and TensorBoard).
 
-        :param kind: Which file: ``"episodes"``, ``"train"``, ``"eval"``...
+        :param kind: Which file: ``"episodes"``, ``"train"``, ``"eval"``... (``"agents/agent_0000"``: a
+            file in a subfolder, created if needed).
         :param step: Environment step of the row.
         :param values: Metric name -> number. Keys absent from the file's header (set by its first row) are
             left out of the CSV with a warning, but still go to TensorBoard.
+        :param tensorboard: ``False``: the CSV only (a population's per-agent rows, too many for plots).
         """
         writer = self._writer(kind, list(values))
         extra = [k for k in values if k not in self._columns[kind]]
@@ -356,7 +367,7 @@ class RunLogger:
         row["wall_time"] = round(now, 3)
         writer.writerow(row)
         self._files[kind].flush()
-        if self._tb is not None:
+        if self._tb is not None and tensorboard:
             for key, value in values.items():
                 self._tb.add_scalar(f"{kind}/{key}", float(value), global_step=int(step), walltime=now)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from qiter import __version__
-from qiter.errors import QiterError, QiterWarning
+from qiter.errors import QiterError, QiterWarning, RunInterrupted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = one_line_warning
     try:
         code = args.func(args)
+    except RunInterrupted as exc:  # saved: the message says how to continue
+        print(f"qiter: {exc}", file=sys.stderr)
+        return exc.exit_code
     except QiterError as exc:
         print(f"qiter: error: {exc}", file=sys.stderr)
         return 2
