@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 import torch as th
 
+from qiter.config import config_from_dict, parse_overrides
 from qiter.dqn import DQNConfig, train
-from qiter.dqn.presets import config_from_dict, load_preset, parse_overrides
+from qiter.resolve import load_preset
 
 ENVS = ("CartPole-v1", "Acrobot-v1")
 # Keys that the variants turn on: the base config sets them all back to plain DQN.
@@ -84,7 +85,7 @@ def make_config(env_id: str, variant: str, seed: int, extra: dict[str, Any] | No
     :param extra: Last overrides (budgets for ``--smoke`` or ``--n-timesteps``).
     """
     values = {**load_preset(env_id), **PLAIN_DQN, **VARIANTS[variant], "seed": seed, **(extra or {})}
-    return config_from_dict(values)
+    return config_from_dict(DQNConfig, values)
 
 
 def bootstrap_band(
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         envs, n_seeds, extra = ["CartPole-v1"], 1, dict(SMOKE)
     if args.n_timesteps is not None:
         extra["n_timesteps"] = args.n_timesteps
-    extra.update(parse_overrides(args.overrides))
+    extra.update(parse_overrides(DQNConfig, args.overrides))
     seeds = list(range(n_seeds))
 
     eval_rows, run_rows = run_all(envs, variants, seeds, extra, args.last)

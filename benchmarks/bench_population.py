@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch as th
 
-from qiter.dqn.presets import resolve_config
 from qiter.population.lockstep import Population
 from qiter.population.train import agent_configs, train
+from qiter.resolve import resolve_config
 
 
 def _config(steps: int, device: str, backend: str) -> Any:

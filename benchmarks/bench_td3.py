@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from td3_reference import ReferenceSettings, train_reference
 
 from qiter.continuous.ddpg import TD3Agent
-from qiter.dqn.presets import preset_folder, resolve_config
+from qiter.resolve import preset_folder, resolve_config
 from qiter.run_loop import train
 
 

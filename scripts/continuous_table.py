@@ -23,7 +23,7 @@ import numpy as np
 import torch as th
 
 from qiter.agent import agent_class
-from qiter.dqn.presets import preset_folder, resolve_config
+from qiter.resolve import preset_folder, resolve_config
 from qiter.run_loop import train
 
 DEFAULT_RUNS = (

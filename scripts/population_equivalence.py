@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-from qiter.dqn.presets import resolve_config
 from qiter.population.train import train as train_population
+from qiter.resolve import resolve_config
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

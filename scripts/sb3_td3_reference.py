@@ -23,8 +23,8 @@ import torch as th
 
 from qiter.agent import agent_class
 from qiter.continuous.config import ActorCriticConfig
-from qiter.dqn.presets import preset_folder, resolve_config
 from qiter.evaluation import run_episodes
+from qiter.resolve import preset_folder, resolve_config
 from qiter.run_loop import EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET
 
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch as th
 
-from qiter.dqn.presets import resolve_config
 from qiter.errors import QiterError
 from qiter.population.array_envs import ARRAY_ENVS, make_array_env
 from qiter.population.arrays import NumpyOps, TorchOps
 from qiter.population.learner import AgentSettings, PopulationLearner
 from qiter.population.streams import Streams
 from qiter.population.train import train
+from qiter.resolve import resolve_config
 
 pytestmark = pytest.mark.skipif(not th.cuda.is_available(), reason="needs CUDA")
 

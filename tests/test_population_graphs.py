@@ -8,9 +8,9 @@ import pytest
 import torch as th
 
 from qiter.dqn.config import DQNConfig
-from qiter.dqn.presets import resolve_config
 from qiter.population.lockstep import Population
 from qiter.population.train import agent_configs
+from qiter.resolve import resolve_config
 
 
 def _configs(env_id: str, steps: int, n: int, *overrides: str) -> list[DQNConfig]:

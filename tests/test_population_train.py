@@ -10,12 +10,12 @@ import pytest
 import qiter
 from qiter.cli import main
 from qiter.dqn.config import DQNConfig
-from qiter.dqn.presets import resolve_config
 from qiter.errors import QiterError
 from qiter.population.array_envs import CartPole
 from qiter.population.lockstep import Population
 from qiter.population.shards import Shards, WorkerSlice
 from qiter.population.train import agent_configs, check_memory, train
+from qiter.resolve import resolve_config
 
 
 def _config(steps: int, *overrides: str) -> DQNConfig:

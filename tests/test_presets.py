@@ -8,23 +8,31 @@ from pathlib import Path
 import pytest
 import yaml
 
+from qiter import config as typed
 from qiter import runs
 from qiter.cli import main
+from qiter.config import config_to_dict
 from qiter.dqn.config import DQNConfig
-from qiter.dqn.presets import (
-    config_from_dict,
-    config_to_dict,
+from qiter.errors import QiterError
+from qiter.resolve import (
     describe_preset,
     list_all_presets,
     list_presets,
     load_preset,
-    parse_overrides,
     preset_text,
     resolve_config,
-    validate_config,
+    resume_config,
 )
-from qiter.errors import QiterError
 from qiter.run_config import RunConfig
+
+
+def config_from_dict(values: object) -> DQNConfig:
+    return typed.config_from_dict(DQNConfig, values)  # type: ignore[arg-type]
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, object]:
+    return typed.parse_overrides(DQNConfig, overrides)
+
 
 EXPECTED_PRESETS = {
     "Acrobot-v1",
@@ -48,7 +56,7 @@ def test_every_preset_loads_into_a_valid_config(name: str) -> None:
     raw = load_preset(name)
     assert raw, "a preset sets at least one value"
     config = config_from_dict(raw)
-    validate_config(config)
+    config.validate()
     assert config.env_id == raw["env_id"]
     assert resolve_config(preset=name) == config
     # Every preset says where its values come from.
@@ -266,8 +274,6 @@ def test_config_dict_round_trip(tmp_path: Path) -> None:
 def test_validate_config_is_the_config_method() -> None:
     with pytest.raises(QiterError, match=r"gamma must be in \(0, 1\], got 1\.5"):
         DQNConfig(gamma=1.5).validate()
-    with pytest.raises(QiterError, match=r"gamma must be in \(0, 1\], got 1\.5"):
-        validate_config(DQNConfig(gamma=1.5))
     # The run's own settings are checked by RunConfig.validate, which DQNConfig.validate calls.
     with pytest.raises(QiterError, match="n_envs must be at least 1, got 0"):
         DQNConfig(n_envs=0).validate()
@@ -333,3 +339,25 @@ def test_presets_command_unknown_name(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["presets", "CartPole-v2"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("qiter: error: unknown preset 'CartPole-v2' (did you mean 'CartPole-v1'?)")
+
+
+def test_resolve_config_by_algorithm_name() -> None:
+    # Each algorithm reads its own config class and its own presets folder.
+    config = resolve_config("Pendulum-v1", algo="td3")
+    assert type(config).__name__ == "TD3Config"
+    assert config.env_id == "Pendulum-v1"
+    with pytest.raises(QiterError, match="unknown algorithm 'nope'"):
+        resolve_config("Pendulum-v1", algo="nope")
+
+
+def test_resume_config_layers_changes_on_the_runs_own_config(tmp_path: Path) -> None:
+    config = resolve_config("CartPole-v1", overrides=["n_timesteps=3000", "learning_rate=1e-3"])
+    runs.save_config(tmp_path, config_to_dict(config))
+    runs.save_checkpoint(tmp_path / runs.CHECKPOINT_DIR / "latest.pt", {"algo": "dqn"})
+    resumed = resume_config(tmp_path, overrides=["n_timesteps=5e3"], seed=4)
+    assert isinstance(resumed, DQNConfig)
+    assert (resumed.n_timesteps, resumed.seed, resumed.learning_rate) == (5000, 4, 1e-3)
+    with pytest.raises(QiterError, match="unknown config key 'learning_rat'"):
+        resume_config(tmp_path, overrides=["learning_rat=1"])
+    with pytest.raises(QiterError, match="no checkpoint to resume from"):
+        resume_config(tmp_path / "elsewhere")

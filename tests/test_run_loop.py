@@ -176,7 +176,7 @@ def test_several_env_copies_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_several_env_copies_learn_cartpole() -> None:
     """Four copies, the stable preset's settings: the agent balances the pole (seed 100, not a reported one)."""
-    from qiter.dqn.presets import resolve_config
+    from qiter.resolve import resolve_config
 
     config = resolve_config(
         "CartPole-v1", "CartPole-v1-stable", overrides=["n_envs=4", "stop_at_return=none"], seed=100

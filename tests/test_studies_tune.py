@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from qiter.cli import main
-from qiter.dqn.presets import resolve_config
 from qiter.dqn.trainer import train
+from qiter.resolve import resolve_config
 from qiter.studies.tune import _Pruning
 
 TINY = ["--set", "evaluation_interval=500", "--set", "learning_starts=200", "--set", "n_eval_episodes=2"]

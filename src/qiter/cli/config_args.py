@@ -1,6 +1,6 @@
 """The command-line flags that say where a run's config comes from, shared by every training command.
 
-They are the layers of :func:`qiter.dqn.presets.resolve_config`: the preset named like the env (or
+They are the layers of :func:`qiter.resolve.resolve_config`: the preset named like the env (or
 ``--preset``), then ``--config``, then each ``--set key=value``.
 """
 

@@ -126,22 +126,11 @@ def _agent_name(args: argparse.Namespace) -> str:
     return "dqn-discretized"
 
 
-def _resumed_algo(run_dir: Path) -> str:
-    """The algorithm of the run in ``run_dir``, read from its latest checkpoint."""
-    from qiter import runs
-
-    checkpoint = runs.latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise QiterError(f"no checkpoint to resume from in {run_dir / runs.CHECKPOINT_DIR}")
-    return str(runs.load_checkpoint(checkpoint).get("algo", "dqn"))
-
-
 def _train(args: argparse.Namespace) -> int:
     from qiter import runs
     from qiter.agent import agent_class
-    from qiter.config import config_from_dict, convert_values, parse_overrides, read_config_file
-    from qiter.dqn.presets import preset_folder, resolve_config
     from qiter.dqn.trainer import train
+    from qiter.resolve import resolve_config, resume_config, run_algo
     from qiter.run_loop import check_env
     from qiter.run_loop import train as run_train
 
@@ -156,11 +145,10 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"device={args.device}")
     if args.save_buffer:
         overrides.append("save_buffer=true")
-    algo = _resumed_algo(Path(args.resume)) if args.resume else _agent_name(args)
+    algo = run_algo(args.resume) if args.resume else _agent_name(args)
     if args.discretize is not None and algo == "dqn-discretized":
         overrides.append(f"discretize={args.discretize}")
     agent_cls = agent_class(algo)
-    config_cls = agent_cls.config_class
     if args.resume:
         if args.preset is not None or args.run_dir is not None or args.overwrite:
             raise QiterError(
@@ -168,24 +156,11 @@ def _train(args: argparse.Namespace) -> int:
             )
         run_dir = Path(args.resume)
         # The run's config, then what this command changes (a resume refuses changes of the network's shape).
-        values = runs.load_run_config(run_dir)
-        if args.env_id is not None:
-            values["env_id"] = args.env_id
-        if args.config is not None:
-            values.update(
-                convert_values(config_cls, read_config_file(args.config), f"config file {args.config}")
-            )
-        values.update(parse_overrides(config_cls, overrides))
-        if args.seed is not None:
-            values["seed"] = args.seed
-        config = config_from_dict(config_cls, values)
+        config = resume_config(run_dir, args.config, overrides, args.seed, env_id=args.env_id)
     else:
         if args.env_id is None:
             raise QiterError("give an environment id (e.g. `qiter train CartPole-v1`) or --resume RUN_DIR")
-        config = resolve_config(
-            args.env_id, args.preset, args.config, overrides, args.seed, cls=config_cls,
-            presets=preset_folder(algo),
-        )  # fmt: skip
+        config = resolve_config(args.env_id, args.preset, args.config, overrides, args.seed, algo=algo)
         # Check the environment and the folder before a run folder exists, so a mistake leaves nothing behind.
         check_env(config, agent_cls)
         if args.run_dir:
@@ -239,7 +214,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from qiter.dqn.presets import describe_preset, list_all_presets, preset_text
+    from qiter.resolve import describe_preset, list_all_presets, preset_text
 
     if args.name:
         # The file itself, not its parsed values: its comments say where the values come from.

@@ -74,9 +74,9 @@ def parse_sweeps(items: list[str]) -> dict[str, list[str]]:
 
 def _population(args: argparse.Namespace) -> int:
     from qiter import runs
-    from qiter.dqn.presets import resolve_config
     from qiter.population.report import summary_table, write_run
     from qiter.population.train import save_agent, train
+    from qiter.resolve import resolve_config
 
     overrides = list(args.overrides)
     if args.steps is not None:

@@ -111,11 +111,11 @@ def _sweep(args: argparse.Namespace) -> int:
         args.env_id, parse_seeds(args.seeds), parse_grid(args.grid), args.out,
         preset=args.preset, config_file=args.config, overrides=overrides,
     )  # fmt: skip
+    from qiter.config import config_from_dict
     from qiter.dqn.agent import DQNAgent
-    from qiter.dqn.presets import config_from_dict
     from qiter.run_loop import check_env
 
-    check_env(config_from_dict(planned[0].config), DQNAgent)
+    check_env(config_from_dict(DQNAgent.config_class, planned[0].config), DQNAgent)
     if args.storage is not None:
         from qiter.studies.storage import make_engine
 

@@ -117,7 +117,7 @@ def plan_sweep(
     :raises QiterError: An unknown key, a value of the wrong type, an invalid config, no seeds.
     """
     from qiter.config import config_to_dict
-    from qiter.dqn.presets import resolve_config
+    from qiter.resolve import resolve_config
 
     if not seeds:
         raise QiterError("a sweep needs at least one seed")
@@ -195,7 +195,8 @@ def _run_one(
     run: SweepRun, storage: str | None, name: str, tensorboard: bool, progress: Any
 ) -> dict[str, Any]:
     """Run (or skip, or resume) one run of the sweep."""
-    from qiter.dqn.presets import config_from_dict
+    from qiter.config import config_from_dict
+    from qiter.dqn.config import DQNConfig
     from qiter.dqn.trainer import train
 
     table = _table(storage, name)
@@ -208,7 +209,7 @@ def _run_one(
         return {"key": run.key, "status": "elsewhere"}
     try:
         train(
-            config_from_dict(run.config),
+            config_from_dict(DQNConfig, run.config),
             run.run_dir,
             resume=state == "resumable",
             overwrite=state == "new",

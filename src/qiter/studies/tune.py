@@ -84,7 +84,7 @@ def _base_overrides(settings: TuneSettings) -> list[str]:
 
 def check_settings(settings: TuneSettings) -> None:
     """Raise one line now for a bad setting (algorithm, pruner, config, budget), before any study exists."""
-    from qiter.dqn.presets import resolve_config
+    from qiter.resolve import resolve_config
 
     _search_space(settings.algo)
     if settings.pruner not in PRUNERS:
@@ -168,8 +168,8 @@ def _objective(settings: TuneSettings) -> Callable[[optuna.Trial], float]:
     import optuna
 
     from qiter.config import config_to_dict
-    from qiter.dqn.presets import resolve_config
     from qiter.dqn.trainer import train
+    from qiter.resolve import resolve_config
 
     space = _search_space(settings.algo)
 

@@ -1,46 +1,43 @@
-"""DQN presets and config resolution: defaults < preset < YAML file < ``key=value`` overrides < ``--seed``.
+"""Presets and config resolution for every algorithm: defaults < preset < YAML file < ``key=value``
+overrides < ``--seed``, and the same layers on top of a run's own config when it is resumed.
 
-Presets are YAML files shipped in ``qiter/presets`` (``qiter presets`` lists them). Each maps
-:class:`~qiter.dqn.config.DQNConfig` field names to values, after a comment header whose first line is a
-one-line description and whose next lines say where the values come from. ``qiter train CartPole-v1``
-uses the preset named ``CartPole-v1`` when one exists.
+Presets are YAML files shipped in ``qiter/presets`` (DQN's) and ``qiter/presets/<algo>`` (the other
+algorithms'); ``qiter presets`` lists them. Each maps the algorithm's config field names to values, after a
+comment header whose first line is a one-line description and whose next lines say where the values come
+from. ``qiter train CartPole-v1`` uses the preset named ``CartPole-v1`` when one exists.
 
 Every value, whether it comes from a preset, a YAML file, a checkpoint or the command line, goes through the
 typed conversion of :mod:`qiter.config`, so ``1e5`` is a fine integer and ``none`` a fine ``None``, and a
-mistake is reported with the key's name and its expected type. :func:`resolve_config` takes any config class
-and presets folder, so another algorithm's config can reuse it.
+mistake is reported with the key's name and its expected type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import yaml
 
 from qiter import config as typed
-from qiter.dqn.config import DQNConfig
 from qiter.errors import QiterError
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable  # importlib.resources.abc from Python 3.11 on
 
+    from qiter.dqn.config import DQNConfig
     from qiter.run_config import RunConfig
 
 __all__ = [
-    "config_from_dict",
-    "config_to_dict",
     "describe_preset",
     "list_all_presets",
     "list_presets",
     "load_preset",
-    "parse_overrides",
     "preset_folder",
     "preset_text",
     "resolve_config",
-    "validate_config",
+    "resume_config",
 ]
 
 R = TypeVar("R", bound="RunConfig")
@@ -136,43 +133,6 @@ def load_preset(name: str, folder: Traversable | None = None) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# DQNConfig <-> dict, validation
-# ---------------------------------------------------------------------------------------------------------
-
-
-def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
-    """Typed :class:`DQNConfig` values from ``key=value`` strings (see :func:`qiter.config.parse_overrides`).
-
-    :param overrides: Strings such as ``"learning_rate=1e-3"``.
-    :raises QiterError: A string without ``=``, an unknown key or a value of the wrong type.
-    """
-    return typed.parse_overrides(DQNConfig, overrides)
-
-
-def config_to_dict(config: DQNConfig) -> dict[str, Any]:
-    """All fields of a config as plain values (for config.yaml and checkpoints), in declaration order."""
-    return typed.config_to_dict(config)
-
-
-def config_from_dict(values: Mapping[str, Any]) -> DQNConfig:
-    """A validated config from a (possibly partial) dict; missing keys take their defaults.
-
-    :param values: Config keys to values (strings, YAML values or typed values).
-    :raises QiterError: An unknown key (the valid keys are listed), a value of the wrong type or an invalid
-        combination of values.
-    """
-    return typed.config_from_dict(DQNConfig, values)
-
-
-def validate_config(config: DQNConfig) -> None:
-    """Check the invariants of a config (positive sizes, probabilities in [0, 1]...): its ``validate()``.
-
-    :raises QiterError: With the key, its value and what is expected.
-    """
-    config.validate()
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Resolution
 # ---------------------------------------------------------------------------------------------------------
 
@@ -185,6 +145,7 @@ def resolve_config(
     overrides: Iterable[str] = (),
     seed: int | None = None,
     *,
+    algo: Literal["dqn"] = "dqn",
     presets: Traversable | None = None,
 ) -> DQNConfig: ...
 
@@ -197,6 +158,20 @@ def resolve_config(
     overrides: Iterable[str] = (),
     seed: int | None = None,
     *,
+    algo: str,
+    presets: Traversable | None = None,
+) -> RunConfig: ...
+
+
+@overload
+def resolve_config(
+    env_id: str | None = None,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    seed: int | None = None,
+    *,
+    algo: str = "dqn",
     cls: type[R],
     presets: Traversable | None = None,
 ) -> R: ...
@@ -209,12 +184,13 @@ def resolve_config(
     overrides: Iterable[str] = (),
     seed: int | None = None,
     *,
-    cls: type[RunConfig] = DQNConfig,
+    algo: str = "dqn",
+    cls: type[RunConfig] | None = None,
     presets: Traversable | None = None,
 ) -> RunConfig:
-    """The config of a run, from its layers (each overriding the ones before):
+    """The config of a new run of algorithm ``algo``, from its layers (each overriding the ones before):
 
-    1. the defaults of ``cls``;
+    1. the defaults of the algorithm's config class;
     2. the preset ``preset``, or if none is given the preset named like ``env_id`` when one exists;
     3. the YAML file ``config_file``;
     4. ``env_id`` itself (so ``qiter train Acrobot-v1 --preset CartPole-v1`` trains on Acrobot);
@@ -226,10 +202,16 @@ def resolve_config(
     :param config_file: A YAML file of config values.
     :param overrides: ``key=value`` strings.
     :param seed: The run's seed.
-    :param cls: The config class (a :class:`~qiter.run_config.RunConfig`); default :class:`DQNConfig`.
-    :param presets: The folder of ``cls``'s presets; default: the shipped DQN presets.
-    :raises QiterError: An unknown preset, file or key, a value of the wrong type, an invalid config.
+    :param algo: The algorithm (a key of :data:`qiter.agent.ALGORITHMS`): its config class and presets.
+    :param cls: Another config class (a :class:`~qiter.run_config.RunConfig`) than the algorithm's.
+    :param presets: Another folder of presets than the algorithm's.
+    :raises QiterError: An unknown algorithm, preset, file or key, a value of the wrong type, an invalid
+        config.
     """
+    if cls is None:
+        cls = _config_class(algo)
+    if presets is None:
+        presets = preset_folder(algo)
     values: dict[str, Any] = {}
     if preset is None and env_id is not None and env_id in list_presets(presets):
         preset = env_id
@@ -244,3 +226,61 @@ def resolve_config(
     if seed is not None:
         values["seed"] = typed.convert_value(cls, "seed", seed)
     return typed.config_from_dict(cls, values)
+
+
+def resume_config(
+    run_dir: str | Path,
+    config_file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    seed: int | None = None,
+    *,
+    env_id: str | None = None,
+) -> RunConfig:
+    """The config a resumed run continues with: the run's own ``config.yaml``, then what the resume changes.
+
+    The algorithm is the one of the run's latest checkpoint. Whether a changed key may change (it may not
+    where it fixes the shape of what is saved) is checked when the checkpoint is loaded.
+
+    :param run_dir: The run folder.
+    :param config_file: A YAML file of values to change.
+    :param overrides: ``key=value`` strings to change.
+    :param seed: A new seed.
+    :param env_id: A new environment id.
+    :raises QiterError: A folder without run or checkpoint, an unknown key, a value of the wrong type.
+    """
+    from qiter import runs
+
+    run_path = Path(run_dir)
+    cls = _config_class(run_algo(run_path))
+    values = runs.load_run_config(run_path)
+    if env_id is not None:
+        values["env_id"] = env_id
+    if config_file is not None:
+        values.update(
+            typed.convert_values(cls, typed.read_config_file(config_file), f"config file {config_file}")
+        )
+    values.update(typed.parse_overrides(cls, overrides))
+    if seed is not None:
+        values["seed"] = typed.convert_value(cls, "seed", seed)
+    return typed.config_from_dict(cls, values)
+
+
+def run_algo(run_dir: str | Path) -> str:
+    """The algorithm of the run in ``run_dir``, read from its latest checkpoint.
+
+    :raises QiterError: The folder holds no checkpoint.
+    """
+    from qiter import runs
+
+    run_path = Path(run_dir)
+    checkpoint = runs.latest_checkpoint(run_path)
+    if checkpoint is None:
+        raise QiterError(f"no checkpoint to resume from in {run_path / runs.CHECKPOINT_DIR}")
+    return str(runs.load_checkpoint(checkpoint).get("algo", "dqn"))
+
+
+def _config_class(algo: str) -> type[RunConfig]:
+    """The config class of an algorithm (imports its agent module)."""
+    from qiter.agent import agent_class
+
+    return agent_class(algo).config_class
