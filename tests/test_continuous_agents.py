@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import yaml
 from gymnasium import spaces
-from torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 
 import qiter
 from qiter.agent import agent_class

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
-from torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from qiter.agent import Transitions
 from qiter.buffers.replay import TorchReplayBufferSamples

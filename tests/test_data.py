@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,48 @@ def test_validate_shapes_and_env() -> None:
         OfflineData(**fields).validate()
     with pytest.raises(QiterError, match="observation shape"):
         OfflineData(**_fields()).validate(make_env("CartPole-v1"))
+
+
+def _one_line(message: str) -> str:
+    assert "\n" not in message.strip(), message
+    return message
+
+
+def _assert_damage_message(message: str, path: Path) -> None:
+    _one_line(message)
+    assert str(path) in message
+    assert "weights_only" not in message and "pickle" not in message.lower()
+
+
+@pytest.fixture(scope="module")
+def npz_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = save_data(collect_data("CartPole-v1", n_steps=50, seed=0), tmp_path_factory.mktemp("npz") / "d")
+    return path.read_bytes()
+
+
+def test_truncated_npz(npz_bytes: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "half.npz"
+    path.write_bytes(npz_bytes[: len(npz_bytes) // 2])
+    with pytest.raises(QiterError) as info:
+        load_data(path)
+    _assert_damage_message(str(info.value), path)
+
+
+def test_random_bytes_npz_gives_no_unpickling_advice(tmp_path: Path) -> None:
+    # np.load takes a non-zip file for a pickle, and its message advises loading it with allow_pickle
+    path = tmp_path / "random.npz"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(QiterError) as info:
+        load_data(path)
+    _assert_damage_message(str(info.value), path)
+    assert "allow_pickle" not in str(info.value)
+
+
+def test_npy_named_npz(tmp_path: Path) -> None:
+    # np.load returns a bare array for a .npy, which used to end in a TypeError traceback
+    path = tmp_path / "array.npz"
+    with path.open("wb") as f:
+        np.save(f, np.zeros(3))
+    with pytest.raises(QiterError) as info:
+        load_data(path)
+    _assert_damage_message(str(info.value), path)

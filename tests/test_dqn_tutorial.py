@@ -109,7 +109,6 @@ def test_evaluate_policy_returns_mean_and_std_and_writes_video(tmp_path) -> None
 @pytest.mark.slow
 def test_run_dqn_with_the_seeds_cartpole_call_reaches_500(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The seed's own CartPole call (RL Zoo tuned values) must reach a mean evaluation return of 500."""
-    th.set_num_threads(1)
     env_id = "CartPole-v1"
     returns: list[float] = []
     q_net = run_dqn(

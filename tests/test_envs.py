@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from gymnasium.error import DependencyNotInstalled
 
+from qiter.cli import main
 from qiter.dqn import DQNConfig, QNetwork, evaluate_policy, run_dqn, train
 from qiter.envs import check_env_id, make_env, require_box_observations, require_discrete_actions
 from qiter.errors import QiterError
@@ -71,3 +76,58 @@ def test_flappy_bird_float64_observations_as_in_the_seed(tmp_path) -> None:  # t
     loaded.load_state_dict(th.load(tmp_path / "q_net_checkpoint_FlappyBird-v0_300.pth"))
     mean, _ = evaluate_policy(env, loaded, 1)
     assert np.isfinite(mean)
+
+
+BOX2D_IDS = sorted(
+    env_id
+    for env_id, spec in gym.registry.items()
+    if isinstance(spec.entry_point, str) and spec.entry_point.startswith("gymnasium.envs.box2d")
+)
+
+
+def _one_line(message: str) -> str:
+    assert "\n" not in message.strip(), message
+    return message
+
+
+@pytest.fixture
+def without_box2d(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``import Box2D`` fail, as on a machine without it, so gymnasium raises its real error."""
+    monkeypatch.setitem(sys.modules, "Box2D", None)  # None in sys.modules: the import raises ImportError
+    for name in [m for m in sys.modules if m.startswith("gymnasium.envs.box2d")]:
+        monkeypatch.delitem(sys.modules, name)  # restored afterwards, so other tests keep the real modules
+
+
+def test_box2d_ids_are_known() -> None:
+    assert "LunarLander-v3" in BOX2D_IDS and "CarRacing-v3" in BOX2D_IDS
+
+
+@pytest.mark.usefixtures("without_box2d")
+@pytest.mark.parametrize("env_id", BOX2D_IDS)
+def test_box2d_env_without_box2d_names_the_extra(env_id: str) -> None:
+    with pytest.raises(DependencyNotInstalled):  # what gymnasium itself raises: the condition is real
+        gym.make(env_id)
+    with pytest.raises(QiterError) as info:
+        make_env(env_id)
+    message = _one_line(str(info.value))
+    assert env_id in message and 'pip install "qiter[box2d]"' in message
+
+
+def test_other_missing_dependency_gives_gymnasiums_first_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def make(*args: object, **kwargs: object) -> gym.Env:
+        raise DependencyNotInstalled('MuJoCo is not installed, run `pip install "gymnasium[mujoco]"`\nmore')
+
+    monkeypatch.setattr(gym, "make", make)
+    with pytest.raises(QiterError) as info:
+        make_env("CartPole-v1")
+    message = _one_line(str(info.value))
+    assert "CartPole-v1" in message and "gymnasium[mujoco]" in message and "qiter[" not in message
+
+
+@pytest.mark.usefixtures("without_box2d")
+def test_cli_train_without_box2d_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train", "LunarLander-v3", "--steps", "100", "--runs-dir", str(tmp_path), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "qiter[box2d]"' in err
+    assert list(tmp_path.iterdir()) == []  # no run folder

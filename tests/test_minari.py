@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from qiter.cli import main
-from qiter.data import OfflineData, collect_data, load_minari_dataset, save_minari_dataset
+from qiter.data import OfflineData, collect_data
 from qiter.errors import QiterError
+from qiter.minari_io import load_minari, save_minari
 
 FIELDS = ("observations", "next_observations", "actions", "rewards", "terminateds", "truncateds")
 
@@ -35,28 +36,28 @@ def test_round_trip_keeps_data_exactly(local_datasets: Path) -> None:
     # A time-limit end in mid-data, so that terminated and truncated must be kept apart...
     data.truncateds[100] = 1.0
     assert data.terminateds[100] == 0.0
-    assert save_minari_dataset(data, "cartpole-test") == "cartpole-test-v0"
+    assert save_minari(data, "cartpole-test") == "cartpole-test-v0"
     assert (local_datasets / "cartpole-test-v0" / "data").is_dir()
-    _assert_same(data, load_minari_dataset("cartpole-test"))
+    _assert_same(data, load_minari("cartpole-test"))
     # ...and glued data (a break in the chain of observations without an episode end) round-trips too.
     glued = collect_data("CartPole-v1", n_steps=50, seed=4)
     both = OfflineData(
         *(np.concatenate([getattr(data, f)[:60], getattr(glued, f)]) for f in FIELDS), "CartPole-v1"
     )
-    save_minari_dataset(both, "glued-v2")
-    _assert_same(both, load_minari_dataset("glued-v2"))
+    save_minari(both, "glued-v2")
+    _assert_same(both, load_minari("glued-v2"))
 
 
 def test_bad_names_and_missing_datasets() -> None:
     data = collect_data("CartPole-v1", n_steps=30, seed=0)
-    save_minari_dataset(data, "taken")
+    save_minari(data, "taken")
     with pytest.raises(QiterError, match="already exists"):
-        save_minari_dataset(data, "taken")
-    save_minari_dataset(data, "taken", overwrite=True)
+        save_minari(data, "taken")
+    save_minari(data, "taken", overwrite=True)
     with pytest.raises(QiterError, match="invalid Minari dataset name"):
-        save_minari_dataset(data, "bad name!")
+        save_minari(data, "bad name!")
     with pytest.raises(QiterError, match="no local Minari dataset 'absent-v0'"):
-        load_minari_dataset("absent")
+        load_minari("absent")
 
 
 def test_collect_and_fqi_commands(local_datasets: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -79,7 +80,7 @@ def test_collect_and_fqi_commands(local_datasets: Path, capsys: pytest.CaptureFi
     )
     assert "Minari dataset rand-v0" in capsys.readouterr().out
     # The same data as the .npz path collects.
-    _assert_same(collect_data("CartPole-v1", n_steps=800, seed=0), load_minari_dataset("rand"))
+    _assert_same(collect_data("CartPole-v1", n_steps=800, seed=0), load_minari("rand"))
     args = ["fqi", "--dataset", "minari:rand", "--regressor", "linear", "--iterations", "2"]
     assert main([*args, "--eval-episodes", "2", "--no-progress"]) == 0
     assert "FQI with linear on 800 transitions of CartPole-v1" in capsys.readouterr().out

@@ -95,7 +95,6 @@ def test_optimal_q_of_hand_built_chain() -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_double_dqn_overestimates_less_than_dqn(seed: int) -> None:
-    th.set_num_threads(1)
     dqn, double = q_bias(seed, double_dqn=False), q_bias(seed, double_dqn=True)
     # DQN overestimates clearly; Double DQN is closer to Q* and well below DQN.
     assert dqn > 0.1, dqn

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +210,87 @@ def test_config_yaml_and_eval_json(tmp_path: Path) -> None:
     path = runs.write_eval(tmp_path, {"mean_return": np.float64(500.0), "returns": np.array([1.0, 2.0])})
     assert path == tmp_path / "eval.json"
     assert json.loads(path.read_text()) == {"mean_return": 500.0, "returns": [1.0, 2.0]}
+
+
+def _one_line(message: str) -> str:
+    assert "\n" not in message.strip(), message
+    return message
+
+
+def _assert_damage_message(message: str, path: Path) -> None:
+    _one_line(message)
+    assert str(path) in message
+    assert "weights_only" not in message and "pickle" not in message.lower()
+
+
+def test_random_bytes_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "random.pt"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(QiterError) as info:
+        runs.load_checkpoint(path)
+    _assert_damage_message(str(info.value), path)
+    assert "corrupt or truncated" in str(info.value)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.1])
+def test_truncated_checkpoint(tmp_path: Path, keep: float) -> None:
+    path = tmp_path / "latest.pt"
+    runs.save_checkpoint(path, {"weights": torch.randn(64, 64), "step": 3})
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(QiterError) as info:
+        runs.load_checkpoint(path)
+    _assert_damage_message(str(info.value), path)
+    assert "corrupt or truncated" in str(info.value)
+
+
+def test_empty_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "empty.pt"
+    path.touch()
+    with pytest.raises(QiterError, match="the file is empty") as info:
+        runs.load_checkpoint(path)
+    _assert_damage_message(str(info.value), path)
+
+
+@pytest.fixture
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
+
+
+def _write_all(run_dir: Path) -> list[Path]:
+    return [
+        runs.save_config(run_dir, {"env_id": "CartPole-v1"}),
+        runs.write_eval(run_dir, {"mean_return": 1.0}),
+        _checkpoint(run_dir / "checkpoints" / "latest.pt"),
+    ]
+
+
+def _checkpoint(path: Path) -> Path:
+    runs.save_checkpoint(path, {"weights": torch.zeros(2)})
+    return path
+
+
+@pytest.mark.parametrize(
+    ("umask", "mode"),
+    [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)],
+    indirect=["umask"],
+    ids=["022", "077", "002"],
+)
+def test_atomic_files_follow_the_umask(umask: int, mode: int, tmp_path: Path) -> None:
+    for path in _write_all(tmp_path):
+        assert path.stat().st_mode & 0o777 == mode, path.name  # as open() gives the CSV logs
+
+
+@pytest.mark.parametrize("umask", [0o027], indirect=True, ids=["027"])
+def test_umask_fallback_without_proc(umask: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_proc(*args: object, **kwargs: object) -> None:
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(runs, "open", no_proc, raising=False)  # shadows the builtin inside runs only
+    for path in _write_all(tmp_path):
+        assert path.stat().st_mode & 0o777 == 0o640, path.name
+    assert os.umask(umask) == umask  # the umask was read, not changed

@@ -35,7 +35,6 @@ def test_both_learners_train_to_the_same_network() -> None:
     Over thousands of steps float rounding drifts apart (Adam amplifies it where a gradient is near zero),
     which then changes the actions and the data; ``test_fast.py`` checks each update on its own.
     """
-    th.set_num_threads(1)
     config = {"evaluation_interval": 0, "n_timesteps": 400}
     fast = train(small_config(backend="numpy", **config), progress=False, verbose=0)
     reference = train(small_config(backend="torch", **config), progress=False, verbose=0)

@@ -120,6 +120,16 @@ class Agent(ABC):
         return make_env(config.env_id, render_mode=render_mode, flatten=True)
 
     @classmethod
+    def build(cls, config: RunConfig) -> Agent:
+        """An agent for ``config``, on the spaces of its environment (checked by :meth:`check_spaces`)."""
+        env = cls.make_env(config)
+        try:
+            cls.check_spaces(env)
+            return cls(config, env.observation_space, env.action_space)
+        finally:
+            env.close()
+
+    @classmethod
     @abstractmethod
     def check_spaces(cls, env: gym.Env) -> None:
         """Raise a one-line :class:`QiterError` if this algorithm cannot run on ``env``'s spaces."""
@@ -299,12 +309,11 @@ def load_agent(path: str | Path) -> TrainedAgent:
     """
     from qiter import runs
     from qiter.config import config_from_dict
-    from qiter.run_loop import build_agent
 
     state = runs.load_checkpoint(runs.resolve_checkpoint(path))
     cls = agent_class(str(state.get("algo", "")))
     cls.check_format(state, path)
     config = config_from_dict(cls.config_class, state["config"], f"the config in {path}")
-    agent = build_agent(cls, config)
+    agent = cls.build(config)
     agent.load_policy(state["agent"])
     return TrainedAgent(agent)

@@ -231,26 +231,3 @@ def load_data(filename: str | Path) -> OfflineData:
     )
     data.validate(source=f"data file '{path}'")
     return data
-
-
-def save_minari_dataset(data: OfflineData, name: str, *, overwrite: bool = False) -> str:
-    """Write ``data`` to a local Minari dataset (see :func:`qiter.minari_io.save_minari`).
-
-    :param data: The transitions.
-    :param name: The dataset name (``-v0`` is added when it has no version).
-    :param overwrite: Replace a dataset of that name.
-    :return: The dataset id.
-    """
-    from qiter.minari_io import save_minari
-
-    return save_minari(data, name, overwrite=overwrite)
-
-
-def load_minari_dataset(name: str) -> OfflineData:
-    """Read a local Minari dataset back as :class:`OfflineData` (see :func:`qiter.minari_io.load_minari`).
-
-    :param name: The dataset name or id.
-    """
-    from qiter.minari_io import load_minari
-
-    return load_minari(name)

@@ -47,7 +47,6 @@ __all__ = [
     "RunEvents",
     "RunState",
     "TrainResult",
-    "build_agent",
     "check_env",
     "make_envs",
     "train",
@@ -216,16 +215,6 @@ def check_env(config: RunConfig, agent_cls: type[Agent]) -> None:
     envs, eval_env = make_envs(config, agent_cls)
     envs.close()
     eval_env.close()
-
-
-def build_agent(agent_cls: type[Agent], config: RunConfig) -> Agent:
-    """An agent for ``config``, on the spaces of its (checked) environment."""
-    env = agent_cls.make_env(config)
-    try:
-        agent_cls.check_spaces(env)
-        return agent_cls(config, env.observation_space, env.action_space)
-    finally:
-        env.close()
 
 
 # ---------------------------------------------------------------------------------------------------------

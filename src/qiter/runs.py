@@ -467,6 +467,32 @@ def _weights_only_safe(value: Any, where: str = "state") -> Any:
     )
 
 
+def load_module(
+    module: torch.nn.Module | torch.optim.Optimizer, saved: Mapping[str, Any], shape_keys: str
+) -> None:
+    """Restore a network or an optimizer from its ``state_dict()`` in a checkpoint.
+
+    A network of another architecture is refused with one line naming the config keys that fix it. The
+    weights are copied in place, so views of them (the numpy fast path's) stay valid.
+
+    :param module: The network or optimizer to restore.
+    :param saved: Its saved ``state_dict()``.
+    :param shape_keys: The config keys that fix the network's shape, for the message (``"hidden_sizes"``).
+    :raises QiterError: The saved network has other tensors or shapes.
+    """
+    if isinstance(module, torch.optim.Optimizer):
+        module.load_state_dict(dict(saved))
+        return
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in saved.items()}
+    if expected != found:
+        raise QiterError(
+            f"the checkpoint's network does not match the config (check {shape_keys}): checkpoint {found}, "
+            f"config {expected}"
+        )
+    module.load_state_dict(dict(saved))
+
+
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
     """Save a checkpoint atomically.
 

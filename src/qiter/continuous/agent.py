@@ -31,7 +31,7 @@ from qiter.buffers.replay import ReplayBuffer, TorchReplayBufferSamples
 from qiter.continuous.config import ContinuousConfig, parse_hidden_sizes
 from qiter.continuous.noise import make_noise
 from qiter.envs import require_box_observations, require_continuous_actions
-from qiter.errors import QiterError
+from qiter.runs import load_module
 from qiter.wrappers import ActionScaler, require_bounded_box
 
 __all__ = ["ContinuousAgent"]
@@ -183,11 +183,11 @@ class ContinuousAgent(Agent):
     def load_policy(self, state: Mapping[str, Any]) -> None:
         modules = self.modules()
         for name in self.policy_modules:
-            _load_module(modules[name], state[name])
+            load_module(modules[name], state[name], "hidden_sizes")
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for name, module in self.modules().items():
-            _load_module(module, state[name])
+            load_module(module, state[name], "hidden_sizes")
         self.num_timesteps, self.n_updates = int(state["num_timesteps"]), int(state["n_updates"])
         # Checkpoints from before the episode schedule have neither count: zero is what they meant.
         self.steps_since_update = int(state.get("steps_since_update", 0))
@@ -206,18 +206,3 @@ def q_stats(q_values: th.Tensor) -> dict[str, float]:
     ``float()`` of a CUDA tensor waits for the GPU: one wait per gradient step, not two)."""
     mean_q, max_q = th.stack([q_values.mean(), q_values.max()]).tolist()
     return {"mean_q": mean_q, "max_q": max_q}
-
-
-def _load_module(module: th.nn.Module | th.optim.Optimizer, saved: Mapping[str, Any]) -> None:
-    """Restore a network (refusing another architecture with one line) or an optimizer."""
-    if isinstance(module, th.optim.Optimizer):
-        module.load_state_dict(dict(saved))
-        return
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in saved.items()}
-    if expected != found:
-        raise QiterError(
-            f"the checkpoint's network does not match the config (check hidden_sizes): checkpoint {found}, "
-            f"config {expected}"
-        )
-    module.load_state_dict(dict(saved))

@@ -29,13 +29,14 @@ from qiter.agent import Agent, Transitions
 from qiter.buffers.prioritized import PrioritizedReplayBuffer
 from qiter.buffers.replay import ReplayBuffer
 from qiter.dqn.config import DQNConfig
-from qiter.dqn.fast import NumpyLearner, NumpyQFunction, supports_numpy
+from qiter.dqn.fast import NumpyLearner, supports_numpy
 from qiter.dqn.learner import Learner, TDSettings
 from qiter.dqn.networks import QNetwork, make_q_network
 from qiter.dqn.torch_learner import TorchLearner
 from qiter.envs import require_box_observations, require_discrete_actions
 from qiter.errors import QiterError
 from qiter.policies import epsilon_greedy, epsilon_greedy_batch
+from qiter.runs import load_module
 
 
 def linear_schedule(initial_value: float, final_value: float, current_step: int, max_steps: int) -> float:
@@ -114,18 +115,8 @@ def make_buffer(
     return ReplayBuffer(config.replay_buffer_size, observation_space, action_space, **kwargs)
 
 
-def greedy_actor(q_net: QNetwork) -> Callable[[np.ndarray], int]:
-    """A fast greedy action function for a CPU network (numpy views), or a torch one otherwise."""
-    if supports_numpy(q_net):
-        return NumpyQFunction(q_net).act
-    device = next(q_net.parameters()).device
-    dtype = next(q_net.parameters()).dtype
-
-    def act(obs: np.ndarray) -> int:
-        with th.no_grad():
-            return int(q_net(th.as_tensor(obs[np.newaxis], device=device, dtype=dtype)).argmax(dim=1).item())
-
-    return act
+#: The config keys that fix the Q-network's shape (named when a checkpoint's network does not fit).
+SHAPE_KEYS = "n_hidden_units, n_hidden_layers, dueling"
 
 
 class DQNAgent(Agent):
@@ -294,12 +285,12 @@ class DQNAgent(Agent):
         return state
 
     def load_policy(self, state: Mapping[str, Any]) -> None:
-        self._load_network(self.q_net, state["q_net"])
+        load_module(self.q_net, state["q_net"], SHAPE_KEYS)
         self.q_net.eval()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._load_network(self.q_net, state["q_net"])
-        self._load_network(self.q_target_net, state["q_target_net"])
+        load_module(self.q_net, state["q_net"], SHAPE_KEYS)
+        load_module(self.q_target_net, state["q_target_net"], SHAPE_KEYS)
         self.learner.load_optimizer_state(state["optimizer"])
         self.num_timesteps, self.episodes = int(state["num_timesteps"]), int(state["episodes"])
         self.rng.bit_generator.state = state["rng"]
@@ -318,18 +309,3 @@ class DQNAgent(Agent):
             self._annealing = self.num_timesteps <= self._anneal_steps
         else:
             self.exploration_rate = self._exponential_epsilon()
-
-    @staticmethod
-    def _load_network(net: QNetwork, saved: Mapping[str, th.Tensor]) -> None:
-        """Copy saved weights into ``net``, refusing another architecture with one clear line."""
-        expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-        found = {k: tuple(v.shape) for k, v in saved.items()}
-        if expected != found:
-            raise QiterError(
-                "the checkpoint's network does not match the config (check n_hidden_units, n_hidden_layers, "
-                f"dueling): checkpoint {found}, config {expected}"
-            )
-        # In place, so the numpy fast path's views of the weights stay valid.
-        with th.no_grad():
-            for name, tensor in net.state_dict().items():
-                tensor.copy_(saved[name])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from qiter import run_loop
 from qiter.agent import load_agent as load_trained_agent
-from qiter.dqn.agent import DQNAgent, build_q_network, greedy_actor, linear_schedule, make_learner
+from qiter.dqn.agent import DQNAgent, build_q_network, linear_schedule, make_learner
 from qiter.dqn.config import DQNConfig
 from qiter.dqn.networks import QNetwork
 from qiter.errors import QiterError
@@ -21,7 +21,6 @@ __all__ = [
     "DivergenceError",
     "TrainResult",
     "build_q_network",
-    "greedy_actor",
     "linear_schedule",
     "load_agent",
     "make_learner",
