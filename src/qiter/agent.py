@@ -98,6 +98,8 @@ class Agent(ABC):
     checkpoint_format: ClassVar[str]
     #: The config class this agent reads.
     config_class: ClassVar[type[RunConfig]]
+    #: Schedule values of :meth:`metrics` shown on the progress bar, with their short labels.
+    progress_keys: ClassVar[dict[str, str]] = {}
     #: Config keys that fix the shape of what is saved (networks, buffers): a resume may not change them.
     fixed_keys: ClassVar[tuple[str, ...]] = ("env_id", "n_envs")
 

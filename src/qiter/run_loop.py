@@ -74,11 +74,6 @@ class TrainResult:
     final_evaluation: Evaluation | None = None
 
     @property
-    def q_net(self) -> Any:
-        """The agent's Q-network (value-based agents)."""
-        return self.agent.q_net  # type: ignore[attr-defined]
-
-    @property
     def final_eval(self) -> tuple[float, float] | None:
         """Mean and std of the last periodic evaluation, if any."""
         if not self.eval_history:
@@ -454,8 +449,9 @@ class _Loop:
         if bar is not None:
             bar.update(step - bar.n)
             postfix = {"sps": f"{sps:,.0f}", "ret": f"{state.last_return:.1f}"}
-            if "epsilon" in schedules:
-                postfix["eps"] = f"{schedules['epsilon']:.3f}"
+            for key, label in self.agent.progress_keys.items():
+                if key in schedules:
+                    postfix[label] = f"{schedules[key]:.3g}"
             bar.set_postfix(postfix, refresh=False)
 
     def evaluate(self) -> bool:

@@ -131,6 +131,7 @@ class DQNAgent(Agent):
     algo: ClassVar[str] = "dqn"
     checkpoint_format: ClassVar[str] = "qiter-dqn-v2"
     config_class = DQNConfig
+    progress_keys: ClassVar[dict[str, str]] = {"epsilon": "eps"}
     fixed_keys: ClassVar[tuple[str, ...]] = (
         "env_id", "n_envs", "n_hidden_units", "n_hidden_layers", "activation", "dueling",
         "layer_norm",

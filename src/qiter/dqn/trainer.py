@@ -7,6 +7,7 @@ resume) in :mod:`qiter.run_loop`. This module keeps the names the rest of qiter 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from qiter import run_loop
@@ -18,6 +19,7 @@ from qiter.errors import QiterError
 from qiter.run_loop import DivergenceError, RunEvents, TrainResult
 
 __all__ = [
+    "DQNTrainResult",
     "DivergenceError",
     "TrainResult",
     "build_q_network",
@@ -26,6 +28,17 @@ __all__ = [
     "make_learner",
     "train",
 ]
+
+
+@dataclass
+class DQNTrainResult(TrainResult):
+    """What a DQN run returns: :class:`~qiter.run_loop.TrainResult`, with the agent's Q-network at hand."""
+
+    @property
+    def q_net(self) -> QNetwork:
+        """The trained Q-network."""
+        assert isinstance(self.agent, DQNAgent)
+        return self.agent.q_net
 
 
 class _EvaluationCallback(RunEvents):
@@ -52,7 +65,7 @@ def train(
     events: Sequence[RunEvents] = (),
     final_eval_episodes: int | None = None,
     video: bool = False,
-) -> TrainResult:
+) -> DQNTrainResult:
     """Train a DQN agent.
 
     :param config: All hyperparameters.
@@ -70,10 +83,11 @@ def train(
     :return: The trained agent (``result.q_net`` is its network) and a summary of the run.
     """
     all_events = [*events, *([_EvaluationCallback(on_evaluation)] if on_evaluation is not None else [])]
-    return run_loop.train(
+    result = run_loop.train(
         DQNAgent, config, run_dir, resume=resume, overwrite=overwrite, progress=progress, verbose=verbose,
         tensorboard=tensorboard, events=all_events, final_eval_episodes=final_eval_episodes, video=video,
     )  # fmt: skip
+    return DQNTrainResult(**{f.name: getattr(result, f.name) for f in fields(result)})
 
 
 def load_agent(path: str | Path) -> tuple[DQNConfig, QNetwork]:
