@@ -125,3 +125,75 @@ def test_plot_of_the_mean_q_with_labels(tmp_path: Path, capsys: pytest.CaptureFi
     assert "| slow | 3 |" in capsys.readouterr().out
     assert main([*argv, "--labels", "only-one"]) == 2
     assert "1 labels for 2 settings" in capsys.readouterr().err
+
+
+def _short_run(folder: Path, seed: int, final: float, algo: str = "dqn") -> None:
+    """A run shorter than its evaluation interval: config.yaml and eval.json only (no eval.csv)."""
+    folder.mkdir(parents=True)
+    config = {"env_id": "CartPole-v1", "seed": seed, "n_timesteps": 2000, "evaluation_interval": 5000}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    result = {"algo": algo, "steps": 2000, "mean_return": final, "wall_time_s": 1.0}
+    (folder / "eval.json").write_text(json.dumps(result))
+
+
+def test_runs_shorter_than_the_evaluation_interval_are_plotted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for seed in range(4):
+        _short_run(tmp_path / "sweep" / "default" / f"seed-{seed}", seed, 20.0 + 10 * seed)
+    (group,) = group_runs(load_runs([tmp_path / "sweep"]))
+    steps, point, _, _ = iqm_curve(group, reps=200)
+    assert list(steps) == [2000] and point[0] == pytest.approx(trim_mean([20, 30, 40, 50], 0.25))
+    out = tmp_path / "p.png"
+    assert main(["plot", str(tmp_path / "sweep"), "--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000
+
+
+def test_curve_ends_with_the_reports_final_value(sweep: Path) -> None:
+    """The last point of a curve is the final evaluation (eval.json), the number the report gives, even
+    where a periodic evaluation (other episodes) was made at the same step."""
+    for seed in range(5):
+        run = sweep / "lr=0.001" / f"seed-{seed}"
+        result = json.loads((run / "eval.json").read_text())
+        (run / "eval.json").write_text(json.dumps({**result, "steps": 3000, "algo": "dqn"}))
+    (group,) = group_runs(load_runs([sweep / "lr=0.001"]))
+    # The periodic evaluations at step 3000 were 100, 110, ... as the finals: make them differ.
+    for record in group.runs:
+        record.eval_returns = record.eval_returns - 50.0
+    steps, point, _, _ = iqm_curve(group, reps=200)
+    (row,) = summarize([group], reps=200)
+    assert steps[-1] == 3000 and point[-1] == pytest.approx(row.iqm)
+    assert point[-2] == pytest.approx(
+        trim_mean([100 * 2500 / 3000 + 10 * s * 2500 / 3000 - 50 for s in range(5)], 0.25)
+    )
+
+
+def test_plot_checks_out_before_the_work(
+    sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import qiter.studies.report
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("runs read before --out was checked")
+
+    monkeypatch.setattr(qiter.studies.report, "load_runs", no_work)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["plot", str(sweep), "--out", str(blocker / "p.png")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"qiter: error: --out {blocker / 'p.png'}: {blocker} is a file, not a folder\n"
+    )
+
+
+def test_runs_of_several_algorithms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs of equal configs but different algorithms are different settings; --algo keeps one."""
+    for seed in range(3):
+        _short_run(tmp_path / "td3" / f"seed-{seed}", seed, -200.0 - seed, algo="td3")
+        _short_run(tmp_path / "ddpg" / f"seed-{seed}", seed, -400.0 - seed, algo="ddpg")
+    groups = group_runs(load_runs([tmp_path]))
+    assert sorted(g.label for g in groups) == ["algo=ddpg", "algo=td3"]
+    assert main(["report", str(tmp_path), "--algo", "td3"]) == 0
+    assert "| td3 CartPole-v1 | 3 | -201.0" in capsys.readouterr().out
+    assert main(["plot", str(tmp_path), "--algo", "naf", "--out", str(tmp_path / "p.png")]) == 2
+    assert "no naf run" in capsys.readouterr().err

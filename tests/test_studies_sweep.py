@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from qiter.cli import main
 from qiter.errors import QiterError, QiterWarning
@@ -105,3 +113,147 @@ def test_run_table_claims(tmp_path: Path) -> None:
     first.grace = -1.0
     assert first.claim("c")  # ...until its heartbeat is older than the grace period
     assert {k: s for k, (s, _) in first.statuses().items()} == {"a": "done", "b": "running", "c": "running"}
+
+
+# TD3 on Pendulum in seconds: few steps, small networks, one evaluation episode.
+TD3_TINY = [
+    "n_timesteps=400", "learning_starts=200", "evaluation_interval=200", "n_eval_episodes=1",
+    "hidden_sizes=32,32", "batch_size=64",
+]  # fmt: skip
+
+
+def test_sweep_of_td3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`qiter sweep --algo td3` on Pendulum: the advice of a DQN sweep on a Box action space now works."""
+    out = tmp_path / "sweep"
+    assert main(["sweep", "Pendulum-v1", "--out", str(out)]) == 2
+    assert "--algo td3" in capsys.readouterr().err and not out.exists()
+    sets = [x for s in TD3_TINY for x in ("--set", s)]
+    args = ["sweep", "Pendulum-v1", "--algo", "td3", "--seeds", "0-1", "--out", str(out), "--no-progress"]
+    assert main([*args, *sets]) == 0
+    output = capsys.readouterr().out
+    assert "sweep of 2 td3 runs" in output and "runs: 2 done" in output
+    assert "| td3 Pendulum-v1 | 2 |" in output
+    for seed in (0, 1):
+        result = json.loads((out / "default" / f"seed-{seed}" / "eval.json").read_text())
+        assert result["algo"] == "td3" and result["steps"] == 400
+        config = yaml.safe_load((out / "default" / f"seed-{seed}" / "config.yaml").read_text())
+        assert config["n_critics"] == 2 and config["hidden_sizes"] == "32,32"  # TD3's config, the preset's
+    assert main(["report", str(out), "--algo", "td3"]) == 0
+    assert "| td3 Pendulum-v1 | 2 |" in capsys.readouterr().out
+    assert main(["report", str(out), "--algo", "ddpg"]) == 2
+    assert "no ddpg run" in capsys.readouterr().err
+
+
+def test_unwritable_out_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["sweep", "CartPole-v1", "--out", str(blocker / "sweep")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"qiter: error: --out {blocker / 'sweep'}: {blocker / 'sweep'} cannot be made: {blocker} is a file, not a folder"
+    ]
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert main(["sweep", "CartPole-v1", "--out", str(locked / "sweep")]) == 2
+        assert "cannot write in" in capsys.readouterr().err
+        assert list(locked.iterdir()) == []
+
+
+def test_runs_done_elsewhere_make_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A machine whose runs were all done by another: it says so, and makes no folder and no progress bar."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    sets = [x for s in TINY for x in ("--set", s)]
+    base = ["sweep", "CartPole-v1", "--seeds", "0-1", "--storage", url, "--name", "shared", *sets]
+    assert main([*base, "--out", str(tmp_path / "first"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "second")]) == 0
+    captured = capsys.readouterr()
+    assert "runs: 2 done elsewhere" in captured.out
+    assert "step" not in captured.err  # no progress bar
+    assert not (tmp_path / "second").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of the processes whose parent is ``pid`` (Linux's /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_gone(pids: list[int], limit: float = 10.0) -> None:
+    """Wait until none of ``pids`` is alive; fail after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids), f"orphaned processes after {limit} s"
+
+
+def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], what: str, limit: float) -> None:
+    start = time.monotonic()
+    while not condition():
+        assert proc.poll() is None, f"the sweep ended before {what}: {proc.communicate()}"
+        assert time.monotonic() - start < limit, f"no {what} after {limit} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_signals_stop_the_workers_and_the_sweep_resumes(tmp_path: Path) -> None:
+    """SIGINT to a `--jobs 2` sweep: passed on to the workers, whose runs save; exit 130 with the command
+    that continues. SIGKILL: the workers (and multiprocessing's resource tracker) die with the sweep.
+    Started again, the sweep resumes both runs."""
+    out = tmp_path / "sweep"
+    sets = ["n_timesteps=12000", "evaluation_interval=500", "n_eval_episodes=1", "learning_starts=200"]
+    argv = ["sweep", "CartPole-v1", "--seeds", "0-1", "--jobs", "2", "--out", str(out), "--no-progress"]
+    argv += [x for s in sets for x in ("--set", s)]
+    latest = [out / "default" / f"seed-{seed}" / "checkpoints" / "latest.pt" for seed in (0, 1)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def start() -> subprocess.Popen[str]:
+        command = [sys.executable, "-m", "qiter.cli", *argv]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    proc = start()
+    _wait_for(lambda: all(p.exists() for p in latest), proc, "checkpoints", 120)
+    children = _children(proc.pid)
+    assert len(children) == 3  # two workers and the resource tracker
+    saved = [p.stat().st_mtime_ns for p in latest]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted by SIGINT" in err and "2 interrupted" in err and "Traceback" not in err
+    assert f"Continue with the same command: qiter sweep CartPole-v1 --seeds 0-1 --jobs 2 --out {out}" in err
+    assert [p.stat().st_mtime_ns for p in latest] != saved  # each run saved when it stopped
+    assert not any((p.parent.parent / "eval.json").exists() for p in latest)
+    _wait_gone(children)
+
+    proc = start()
+    before = [p.stat().st_mtime_ns for p in latest]
+    _wait_for(
+        lambda: [p.stat().st_mtime_ns for p in latest] != before, proc, "a resumed run's checkpoint", 120
+    )
+    children = _children(proc.pid)
+    assert len(children) == 3
+    proc.kill()
+    proc.communicate()
+    _wait_gone(children)
+
+    planned = plan_sweep("CartPole-v1", [0, 1], {}, out, preset="CartPole-v1", overrides=sets)
+    with pytest.warns(QiterWarning, match="empty replay buffer"):  # checkpoints without --save-buffer
+        results = run_sweep(planned, jobs=1, progress=False)
+    assert [r["status"] for r in results] == ["resumed", "resumed"]

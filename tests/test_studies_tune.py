@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -76,3 +81,87 @@ def test_bad_storage_and_direction(tmp_path: Path, capsys: pytest.CaptureFixture
     )
     assert "unknown pruner" in err[4]
     assert not (tmp_path / "t" / "trials").exists()
+
+
+def test_every_search_space_fits_its_config() -> None:
+    """Each algorithm's space names fields of its config, and a draw of it makes a valid config."""
+    from qiter.agent import agent_class
+    from qiter.config import config_from_dict
+    from qiter.search_space import draw
+    from qiter.studies.tune import SEARCH_SPACES, search_space
+
+    assert set(SEARCH_SPACES) == {"dqn", "dqn-discretized", "td3", "ddpg", "naf", "cem"}
+    for algo in SEARCH_SPACES:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        cls = agent_class(algo).config_class
+        for _ in range(5):
+            values = draw(study.ask(), search_space(algo))
+            config_from_dict(cls, values).validate()
+    td3 = search_space("td3")
+    assert td3["tau"] == ("choice", [0.001, 0.005, 0.01, 0.02, 0.05, 0.08])  # the RL Zoo's
+    assert td3["gradient_steps"] == ("fixed", -1)  # as many gradient steps as update_interval's steps
+
+
+def test_tune_td3_and_export_a_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A short TD3 study on Pendulum; the best trial exported as a preset `qiter train --algo td3` reads."""
+    out, best = tmp_path / "tune", tmp_path / "best.yaml"
+    tiny = ["learning_starts=200", "evaluation_interval=200", "n_eval_episodes=1"]
+    argv = ["tune", "Pendulum-v1", "--algo", "td3", "--trials", "2", "--budget", "400", "--seed", "0"]
+    argv += [
+        "--out",
+        str(out),
+        "--no-plots",
+        "--export-best",
+        str(best),
+        *[x for s in tiny for x in ("--set", s)],
+    ]
+    assert main(argv) == 0
+    output = capsys.readouterr().out
+    assert "study td3-Pendulum-v1: 2 complete" in output
+    study = optuna.load_study(study_name="td3-Pendulum-v1", storage=f"sqlite:///{out / 'study.db'}")
+    assert "hidden_sizes" in study.best_params and "exploration_noise" in study.best_params
+    assert "qiter train Pendulum-v1 --algo td3 --config FILE" in best.read_text()
+    config = resolve_config("Pendulum-v1", config_file=best, algo="td3")
+    assert config.hidden_sizes == study.best_params["hidden_sizes"]
+    assert config.learning_rate == pytest.approx(study.best_params["learning_rate"])
+    assert config.gradient_steps == -1 and config.n_timesteps == 400 and config.n_critics == 2
+
+
+def test_bad_trials_and_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["tune", "CartPole-v1", "--trials", "0", "--out", str(tmp_path / "t")]) == 2
+    assert main(["tune", "CartPole-v1", "--trials", "1", "--out", str(blocker / "t")]) == 2
+    assert (
+        main(["tune", "CartPole-v1", "--out", str(tmp_path / "t"), "--export-best", str(blocker / "b.yaml")])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("qiter: error: ") for line in err)
+    assert "--trials must be at least 1" in err[0]
+    assert f"{blocker} is a file" in err[1] and f"{blocker} is a file" in err[2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals as on Linux")
+def test_sigterm_fails_the_running_trial(tmp_path: Path) -> None:
+    """SIGTERM during a trial: its run saves, the trial is marked failed (not left running), exit 143."""
+    out = tmp_path / "tune"
+    argv = ["tune", "CartPole-v1", "--trials", "3", "--budget", "100000", "--out", str(out), "--no-plots"]
+    argv += [*TINY, "--set", "checkpoint_interval=500"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "qiter.cli", *argv]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    latest = out / "trials" / "trial-0" / "checkpoints" / "latest.pt"
+    start = time.monotonic()
+    while not latest.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - start < 120
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted by SIGTERM" in err and "trial 0 marked failed" in err and "Traceback" not in err
+    assert "Continue with the same command: qiter tune CartPole-v1" in err
+    study = optuna.load_study(study_name="dqn-CartPole-v1", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]

@@ -53,6 +53,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_PREFIX",
     "RunLogger",
+    "check_writable",
     "claim_run_dir",
     "latest_checkpoint",
     "load_checkpoint",
@@ -116,6 +117,29 @@ def _umask() -> int:
     old = os.umask(0o077)
     os.umask(old)
     return old
+
+
+def check_writable(folder: str | Path, what: str) -> None:
+    """Raise one line now if files cannot be written in ``folder`` (created later if missing), before any
+    work: the nearest folder that exists must be a folder, and one a file can be created in.
+
+    :param folder: The folder (it need not exist yet).
+    :param what: How the user named it, for the message (``"--out runs/x"``).
+    :raises QiterError: A file in the way, a folder without write permission, a read-only file system.
+    """
+    path = Path(folder)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"cannot be made: {existing} is a file"
+        raise QiterError(f"{what}: {path} {where}, not a folder")
+    try:
+        # A real write (then removed): permissions, ACLs and read-only mounts all answer the same way.
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise QiterError(f"{what}: cannot write in {existing} ({exc.strerror or exc})") from exc
 
 
 # What a run writes in its folder: a folder holding any of these holds a run.

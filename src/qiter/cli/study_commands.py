@@ -7,7 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from qiter.cli.config_args import add_config_arguments
+from qiter.cli.dqn_commands import ALGO_HELP, _agent_name
 from qiter.errors import QiterError
+
+
+def _add_algo_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--algo`` and ``--discretize``, as ``qiter train`` has them."""
+    parser.add_argument(
+        "--algo", choices=list(ALGO_HELP), default="dqn",
+        help="the algorithm, as for `qiter train` (default: dqn): " + ", ".join(ALGO_HELP),
+    )  # fmt: skip
+    parser.add_argument(
+        "--discretize", type=int, metavar="K",
+        help="DQN on a Box action space: K values per action dimension (at least 2)",
+    )  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
@@ -15,11 +28,13 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "sweep",
         help="run every (setting, seed) pair of a grid, in parallel, resumable",
-        description="Train one DQN run per seed and grid setting, each an ordinary run folder under "
-        "OUT/<setting>/seed-<n>, in --jobs processes. Started again, the same command skips finished runs "
-        "and resumes the others; with --storage the same command on several machines shares the runs.",
+        description="Train one run per seed and grid setting (DQN, or --algo td3, ddpg, naf, cem, or DQN on "
+        "--discretize K actions), each an ordinary run folder under OUT/<setting>/seed-<n>, in --jobs "
+        "processes. Started again, the same command skips finished runs and resumes the others; with "
+        "--storage the same command on several machines shares the runs.",
     )
     p.add_argument("env_id", metavar="ENV_ID", help="gymnasium environment id")
+    _add_algo_arguments(p)
     p.add_argument("--seeds", default="0-4", help="seeds: 0-9, 0,3,7 or a mix (default: %(default)s)")
     p.add_argument(
         "--grid",
@@ -48,13 +63,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("env_id", metavar="ENV_ID", help="gymnasium environment id")
     p.add_argument("--trials", type=int, default=20, help="trials in the study (default: %(default)s)")
-    p.add_argument("--algo", default="dqn", help="algorithm (default: %(default)s)")
+    _add_algo_arguments(p)
     p.add_argument("--budget", type=int, metavar="STEPS", help="environment steps per trial")
     add_config_arguments(p)
     p.add_argument("--seed", type=int, help="seed of every trial's run and of the sampler")
     p.add_argument("--out", default="tune", help="folder for trial runs, study.db and plots (default: tune)")
     p.add_argument("--storage", metavar="URL", help="database URL (default: sqlite:///OUT/study.db)")
-    p.add_argument("--study", help="study name (default: <algo>-<env_id>)")
+    p.add_argument("--study", help="study name (default: <algo>-<env_id>, dqn-discretized for --discretize)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default: 1)")
     p.add_argument("--pruner", default="median", help="median (default), halving or none")
     p.add_argument(
@@ -82,6 +97,7 @@ def register(subparsers: Any) -> None:
         help="return: the periodic greedy evaluation (default); mean_q: the critic's mean Q-value (train.csv)",
     )  # fmt: skip
     p.add_argument("--labels", nargs="+", metavar="LABEL", help="one name per setting, in order")
+    _add_algo_filter(p)
     p.set_defaults(func=_plot)
 
     p = subparsers.add_parser(
@@ -95,34 +111,38 @@ def register(subparsers: Any) -> None:
     p.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_SWEEP", help="folders holding runs")
     p.add_argument("--threshold", type=float, help="also give the fraction of seeds reaching this return")
     p.add_argument("--labels", nargs="+", metavar="LABEL", help="one name per setting, in order")
+    _add_algo_filter(p)
     p.set_defaults(func=_report)
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from qiter.agent import agent_class
+    from qiter.config import config_from_dict
+    from qiter.run_loop import check_env
+    from qiter.runs import check_writable
     from qiter.studies.report import group_runs, load_runs, markdown_table, summarize
     from qiter.studies.sweep import parse_grid, parse_seeds, plan_sweep, run_sweep
 
     if args.jobs < 1:
         raise QiterError(f"--jobs must be at least 1, not {args.jobs}")
-    overrides = list(args.overrides)
+    algo = _agent_name(args)
+    overrides = _algo_overrides(args)
     if args.steps is not None:
         overrides.append(f"n_timesteps={args.steps}")
     planned = plan_sweep(
-        args.env_id, parse_seeds(args.seeds), parse_grid(args.grid), args.out,
+        args.env_id, parse_seeds(args.seeds), parse_grid(args.grid), args.out, algo=algo,
         preset=args.preset, config_file=args.config, overrides=overrides,
     )  # fmt: skip
-    from qiter.config import config_from_dict
-    from qiter.dqn.agent import DQNAgent
-    from qiter.run_loop import check_env
-
-    check_env(config_from_dict(DQNAgent.config_class, planned[0].config), DQNAgent)
+    agent_cls = agent_class(algo)
+    check_env(config_from_dict(agent_cls.config_class, planned[0].config), agent_cls)
+    check_writable(args.out, f"--out {args.out}")
     if args.storage is not None:
         from qiter.studies.storage import make_engine
 
         make_engine(args.storage).dispose()  # a bad URL: one line, before any folder exists
     settings = len({r.setting for r in planned})
     print(
-        f"sweep of {len(planned)} runs ({settings} settings x {len(planned) // settings} seeds) in {args.out}"
+        f"sweep of {len(planned)} {algo} runs ({settings} settings x {len(planned) // settings} seeds) in {args.out}"
     )
     results = run_sweep(
         planned, jobs=args.jobs, storage=args.storage, name=args.name, tensorboard=args.tensorboard,
@@ -139,17 +159,50 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_algo_filter(parser: argparse.ArgumentParser) -> None:
+    """``--algo`` and ``--discretize`` of plot and report: only the runs of that algorithm."""
+    parser.add_argument(
+        "--algo", choices=list(ALGO_HELP), help="only the runs of this algorithm (default: every run, "
+        "grouped by algorithm and setting)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--discretize",
+        action="store_true",
+        help="with --algo dqn: only the runs of DQN on discretized actions",
+    )
+
+
+def _filter_algo(args: argparse.Namespace) -> str | None:
+    """The algorithm whose runs ``--algo`` (and ``--discretize``) keep, ``None`` for every run."""
+    if args.discretize and args.algo not in (None, "dqn"):
+        raise QiterError(f"--discretize is for --algo dqn; {args.algo} acts on continuous actions directly")
+    if args.discretize:
+        return "dqn-discretized"
+    return None if args.algo is None else str(args.algo)
+
+
+def _algo_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` values, and the number of bins of ``--discretize``."""
+    overrides = list(args.overrides)
+    if args.discretize is not None:
+        overrides.append(f"discretize={args.discretize}")
+    return overrides
+
+
 def _tune(args: argparse.Namespace) -> int:
+    from qiter.runs import check_writable
     from qiter.studies.tune import TuneSettings, export_best, save_study_plots, trials_table, tune
 
     settings = TuneSettings(
-        env_id=args.env_id, out=args.out, n_trials=args.trials, algo=args.algo, budget=args.budget,
-        preset=args.preset, config_file=args.config, overrides=list(args.overrides), seed=args.seed,
+        env_id=args.env_id, out=args.out, n_trials=args.trials, algo=_agent_name(args), budget=args.budget,
+        preset=args.preset, config_file=args.config, overrides=_algo_overrides(args), seed=args.seed,
         storage=args.storage, study=args.study, pruner=args.pruner, heartbeat=args.heartbeat,
     )  # fmt: skip
-    export_dir = None if args.export_best is None else Path(args.export_best).resolve().parent
-    if export_dir is not None and not export_dir.is_dir() and export_dir != Path(args.out).resolve():
-        raise QiterError(f"--export-best: folder {Path(args.export_best).parent} does not exist")
+    if args.export_best is not None:
+        export_dir = Path(args.export_best).resolve().parent
+        if not export_dir.exists() and export_dir != Path(args.out).resolve():
+            raise QiterError(f"--export-best: folder {Path(args.export_best).parent} does not exist")
+        check_writable(export_dir, f"--export-best {args.export_best}")
     study = tune(settings, jobs=args.jobs)
     print(f"study {study.study_name}: {trials_table(study)}")
     try:
@@ -166,10 +219,11 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from qiter.studies.plots import plot_curves
+    from qiter.studies.plots import plot_curves, plot_path
     from qiter.studies.report import group_runs, load_runs
 
-    groups = group_runs(load_runs(args.paths), args.labels)
+    plot_path(args.out)  # a bad --out: one line now, not after the work
+    groups = group_runs(load_runs(args.paths, _filter_algo(args)), args.labels)
     path = plot_curves(groups, args.out, args.title, args.metric)
     print(f"plot of {len(groups)} settings: {path}")
     return 0
@@ -178,6 +232,6 @@ def _plot(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from qiter.studies.report import group_runs, load_runs, markdown_table, summarize
 
-    groups = group_runs(load_runs(args.paths), args.labels)
+    groups = group_runs(load_runs(args.paths, _filter_algo(args)), args.labels)
     print(markdown_table(summarize(groups, args.threshold), args.threshold))
     return 0

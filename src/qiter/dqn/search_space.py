@@ -1,20 +1,22 @@
 """DQN's hyperparameter search space for ``qiter tune``, declared next to :class:`~qiter.dqn.config.DQNConfig`.
 
-Each entry maps a config key to an Optuna distribution; :func:`search_space` draws one value per key for a
-trial. The ranges follow the RL Zoo's DQN space, narrowed to what a small budget can tell apart.
+Each entry maps a config key to an Optuna distribution (the format of :mod:`qiter.search_space`). The
+ranges follow the RL Zoo's DQN space, narrowed to what a small budget can tell apart. DQN on discretized
+actions draws from the same space; the number of bins stays the one asked for (``--discretize K``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from qiter.search_space import SearchSpace, draw
+
 if TYPE_CHECKING:
     import optuna
 
 __all__ = ["SEARCH_SPACE", "search_space"]
 
-# key -> ("log", low, high) | ("float", low, high) | ("int", low, high) | ("choice", [values...])
-SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
+SEARCH_SPACE: SearchSpace = {
     "learning_rate": ("log", 1e-4, 3e-3),
     "batch_size": ("choice", [32, 64, 128]),
     "gamma": ("choice", [0.98, 0.99, 0.995]),
@@ -33,14 +35,4 @@ def search_space(trial: optuna.Trial) -> dict[str, Any]:
     :param trial: The Optuna trial that draws them.
     :return: Config key -> value.
     """
-    values: dict[str, Any] = {}
-    for key, (kind, *args) in SEARCH_SPACE.items():
-        if kind == "log":
-            values[key] = trial.suggest_float(key, args[0], args[1], log=True)
-        elif kind == "float":
-            values[key] = trial.suggest_float(key, args[0], args[1])
-        elif kind == "int":
-            values[key] = trial.suggest_int(key, args[0], args[1])
-        else:
-            values[key] = trial.suggest_categorical(key, args[0])
-    return values
+    return draw(trial, SEARCH_SPACE)

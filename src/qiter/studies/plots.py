@@ -8,7 +8,26 @@ from pathlib import Path
 from qiter.errors import QiterError
 from qiter.studies.report import Group, iqm_curve, q_bound
 
-__all__ = ["plot_curves"]
+__all__ = ["plot_curves", "plot_path"]
+
+
+def plot_path(out: str | Path) -> Path:
+    """The image file a plot goes to (``.png`` added if missing), checked writable: call it before the
+    work, so a bad ``--out`` is one line at once.
+
+    :raises QiterError: A missing folder, a file in the way, a folder that cannot be written.
+    """
+    from qiter.runs import check_writable
+
+    path = Path(out)
+    if path.suffix.lower() != ".png":
+        path = path.with_name(path.name + ".png")
+    if not path.parent.exists():
+        raise QiterError(f"--out {out}: folder {path.parent} does not exist")
+    check_writable(path.parent, f"--out {out}")
+    if path.is_dir():
+        raise QiterError(f"--out {out}: {path} is a folder, not an image file")
+    return path
 
 
 def plot_curves(
@@ -29,11 +48,7 @@ def plot_curves(
     matplotlib.use("Agg")  # a file, never a window (and no display needed)
     import matplotlib.pyplot as plt
 
-    path = Path(out)
-    if path.suffix.lower() != ".png":
-        path = path.with_name(path.name + ".png")
-    if not path.parent.is_dir():
-        raise QiterError(f"folder {path.parent} does not exist")
+    path = plot_path(out)
     # All computed before the file is opened.
     curves = [(group, iqm_curve(group, metric=metric)) for group in groups]
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
@@ -62,7 +77,11 @@ def plot_curves(
         env_ids = sorted({str(r.config.get("env_id")) for g in groups for r in g.runs})
         ax.set_title(title or f"{', '.join(env_ids)}: IQM across seeds, 95% stratified-bootstrap CI")
         ax.set_xlabel("environment steps")
-        ax.set_ylabel("greedy evaluation return" if metric == "return" else "mean Q-value of the minibatches")
+        ax.set_ylabel(
+            "greedy evaluation return\n(last point: the final evaluation, as in qiter report)"
+            if metric == "return"
+            else "mean Q-value of the minibatches"
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="best")
         fig.tight_layout()

@@ -2,8 +2,13 @@
 stratified-bootstrap confidence intervals, mean and std, the fraction of seeds above a threshold.
 
 Runs are read from their folders (``config.yaml``, ``eval.csv``, ``eval.json``), so any run folder, a sweep's
-folder or a tuning study's counts. Two runs share a setting when their configs differ only in the seed;
-a setting is labelled by the keys in which the settings differ.
+folder or a tuning study's counts, of any algorithm. Two runs share a setting when they are of the same
+algorithm and their configs differ only in the seed; a setting is labelled by the keys in which the
+settings differ (``algo`` among them when algorithms differ).
+
+A run's learning curve is its periodic evaluations (``eval.csv``) ending with its final evaluation
+(``eval.json``, at the step it was made), so the last point of a curve is the number the report gives,
+from the same evaluation episodes; a run shorter than its evaluation interval has that point only.
 """
 
 from __future__ import annotations
@@ -42,6 +47,17 @@ class RunRecord:
     wall_time: float | None
     q_steps: np.ndarray = field(default_factory=lambda: np.zeros(0))  # train.csv's steps with a mean_q
     mean_q: np.ndarray = field(default_factory=lambda: np.zeros(0))  # train.csv's mean_q at those steps
+    algo: str | None = None  # the agent (eval.json's, or the latest checkpoint's); None: not recorded
+    final_step: float | None = None  # the step of the final evaluation (eval.json's "steps")
+
+    def return_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """The run's evaluation returns by step: the periodic ones, then the final evaluation at its step
+        (in place of a periodic one at that step: the same network, the episodes the report counts)."""
+        if self.final_return is None or self.final_step is None:
+            return self.eval_steps, self.eval_returns
+        before = self.eval_steps < self.final_step
+        steps = np.append(self.eval_steps[before], self.final_step)
+        return steps, np.append(self.eval_returns[before], self.final_return)
 
     @property
     def peak_mean_q(self) -> float | None:
@@ -78,19 +94,26 @@ def _load_run(path: Path) -> RunRecord:
         if "step" not in columns or "mean_return" not in columns:
             raise QiterError(f"{path / 'eval.csv'} lacks the step or mean_return column")
         steps, returns = columns["step"], columns["mean_return"]
-    final, wall = None, None
+    final, wall, final_step, algo = None, None, None, None
     if (path / runs.EVAL_FILE).is_file():
         import json
 
         try:
             result = json.loads((path / runs.EVAL_FILE).read_text(encoding="utf-8"))
             final, wall = float(result["mean_return"]), result.get("wall_time_s")
+            final_step = None if result.get("steps") is None else float(result["steps"])
+            algo = result.get("algo")
         except (ValueError, KeyError, TypeError) as exc:
             raise QiterError(f"{path / runs.EVAL_FILE} is not a qiter evaluation ({exc})") from exc
+    if algo is None and runs.latest_checkpoint(path) is not None:  # a run still going: its checkpoint's
+        from qiter.resolve import run_algo
+
+        algo = run_algo(path)
     q_steps, mean_q = _mean_q(path)
     return RunRecord(
-        path, config, steps, returns, final, None if wall is None else float(wall), q_steps, mean_q
-    )
+        path, config, steps, returns, final, None if wall is None else float(wall), q_steps, mean_q,
+        None if algo is None else str(algo), final_step,
+    )  # fmt: skip
 
 
 def _mean_q(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -104,21 +127,32 @@ def _mean_q(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return columns["step"][keep], columns["mean_q"][keep]
 
 
-def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
+def load_runs(paths: Sequence[str | Path], algo: str | None = None) -> list[RunRecord]:
     """Every run in ``paths`` (run folders, or folders holding them at any depth: sweeps, studies).
 
-    :raises QiterError: A path that does not exist or holds no qiter run, or a run without evaluations.
+    :param paths: The folders.
+    :param algo: Only the runs of this algorithm (a key of :data:`qiter.agent.ALGORITHMS`).
+    :raises QiterError: A path that does not exist or holds no qiter run, a run without evaluations, no run
+        of ``algo``.
     """
     if not paths:
         raise QiterError("give at least one run or sweep folder")
     folders: list[Path] = []
     for path in paths:
         folders.extend(f for f in _run_folders(Path(path)) if f not in folders)
-    return [_load_run(f) for f in folders]
+    records = [_load_run(f) for f in folders]
+    if algo is None:
+        return records
+    kept = [r for r in records if r.algo == algo]
+    if not kept:
+        found = sorted({r.algo or "unrecorded" for r in records})
+        raise QiterError(f"no {algo} run in {', '.join(map(str, paths))}: its runs are {', '.join(found)}")
+    return kept
 
 
-def _setting(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in NOT_SETTING))
+def _setting(record: RunRecord) -> tuple[tuple[str, str], ...]:
+    values = {"algo": record.algo, **record.config}
+    return tuple(sorted((k, repr(v)) for k, v in values.items() if k not in NOT_SETTING))
 
 
 def group_runs(records: Sequence[RunRecord], labels: Sequence[str] | None = None) -> list[Group]:
@@ -129,15 +163,19 @@ def group_runs(records: Sequence[RunRecord], labels: Sequence[str] | None = None
     """
     groups: dict[tuple[tuple[str, str], ...], Group] = {}
     for record in records:
-        groups.setdefault(_setting(record.config), Group("")).runs.append(record)
+        groups.setdefault(_setting(record), Group("")).runs.append(record)
     keys = list(groups)
     differing = sorted({k for key in keys for k, _ in key if len({dict(o).get(k) for o in keys}) > 1})
+    # The algorithm first: it says more than any of its settings.
+    differing.sort(key=lambda k: k != "algo")
     for _key, group in groups.items():
-        config = group.runs[0].config
+        first = group.runs[0]
+        values = {"algo": first.algo, **first.config}
         if differing:
-            group.label = ", ".join(f"{k}={_short(config.get(k))}" for k in differing)
+            group.label = ", ".join(f"{k}={_short(values.get(k))}" for k in differing)
         else:
-            group.label = str(config.get("env_id", "runs"))
+            env_id = str(first.config.get("env_id", "runs"))
+            group.label = env_id if first.algo in (None, "dqn") else f"{first.algo} {env_id}"
     if labels is not None:
         if len(labels) != len(groups):
             raise QiterError(f"{len(labels)} labels for {len(groups)} settings: give one label per setting")
@@ -207,16 +245,15 @@ def iqm_curve(
     """The learning curve of a setting: IQM across runs at each step, with its 95% stratified-bootstrap
     band, of the evaluation return or of the mean Q-value of the minibatches (``metric="mean_q"``).
 
-    Runs are put on the union of their steps; a run that stopped early (``stop_at_return``) keeps its last
-    value, and steps before every run's first value are dropped.
+    A run's returns end with its final evaluation (:meth:`RunRecord.return_curve`), so the last point is the
+    report's number. Runs are put on the union of their steps; a run that stopped early
+    (``stop_at_return``) keeps its last value, and steps before every run's first value are dropped.
 
     :return: ``(steps, iqm, low, high)``.
     """
     if metric not in METRICS:
         raise QiterError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
-    series = [
-        (r.eval_steps, r.eval_returns) if metric == "return" else (r.q_steps, r.mean_q) for r in group.runs
-    ]
+    series = [r.return_curve() if metric == "return" else (r.q_steps, r.mean_q) for r in group.runs]
     steps = np.unique(np.concatenate([s for s, _ in series]))
     table = np.full((len(group.runs), len(steps)), math.nan)
     for i, (run_steps, values) in enumerate(series):

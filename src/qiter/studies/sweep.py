@@ -14,20 +14,31 @@ import hashlib
 import itertools
 import json
 import multiprocessing as mp
+import os
 import queue
 import re
+import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from qiter import runs
-from qiter.errors import QiterError
+from qiter.errors import QiterError, RunInterrupted
 from qiter.run_loop import RunEvents
+from qiter.studies.workers import StopSignals, StudyInterrupted, command_line, parent_alive
 
-__all__ = ["SweepRun", "parse_grid", "parse_seeds", "plan_sweep", "run_sweep", "sweep_name"]
+__all__ = [
+    "SweepRun",
+    "parse_grid",
+    "parse_seeds",
+    "plan_sweep",
+    "run_sweep",
+    "sweep_name",
+]
 
 # Seconds between a sweep run's heartbeats in the shared table (a run's evaluations come more often).
 BEAT_EVERY = 10.0
@@ -42,6 +53,7 @@ class SweepRun:
     seed: int
     run_dir: Path
     config: dict[str, Any]  # the resolved config, as plain values
+    algo: str = "dqn"  # the agent (a key of qiter.agent.ALGORITHMS)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -101,6 +113,7 @@ def plan_sweep(
     grid: dict[str, list[str]],
     out: str | Path,
     *,
+    algo: str = "dqn",
     preset: str | None = None,
     config_file: str | None = None,
     overrides: Sequence[str] = (),
@@ -111,10 +124,11 @@ def plan_sweep(
     :param seeds: The seeds.
     :param grid: Config key -> values to try (every combination is a setting).
     :param out: The sweep's folder.
-    :param preset: A preset; default: the env id's, if any.
+    :param algo: The agent (a key of :data:`qiter.agent.ALGORITHMS`); its config class and presets are used.
+    :param preset: A preset of ``algo``; default: the env id's, if any.
     :param config_file: A YAML file of config values.
     :param overrides: ``key=value`` strings applied to every run.
-    :raises QiterError: An unknown key, a value of the wrong type, an invalid config, no seeds.
+    :raises QiterError: An unknown algorithm or key, a value of the wrong type, an invalid config, no seeds.
     """
     from qiter.config import config_to_dict
     from qiter.resolve import resolve_config
@@ -128,17 +142,19 @@ def plan_sweep(
         extra = [f"{key}={value}" for key, value in assignment]
         for seed in seeds:
             try:
-                config = resolve_config(env_id, preset, config_file, [*overrides, *extra], seed)
+                config = resolve_config(env_id, preset, config_file, [*overrides, *extra], seed, algo=algo)
             except QiterError as exc:
                 raise QiterError(f"setting {setting}: {exc}") from exc
             key = f"{_folder_name(setting)}/seed-{seed}"
-            planned.append(SweepRun(key, setting, seed, Path(out) / key, config_to_dict(config)))
+            planned.append(SweepRun(key, setting, seed, Path(out) / key, config_to_dict(config), algo))
     return planned
 
 
 def sweep_name(planned: Sequence[SweepRun]) -> str:
     """A name for the sweep in a shared database, the same for the same command on every machine."""
-    text = json.dumps([(r.key, r.config) for r in planned], sort_keys=True, default=str)
+    # A DQN sweep keeps the name it had before sweeps took other algorithms.
+    runs_ = [(r.key, r.config) if r.algo == "dqn" else (r.key, r.config, r.algo) for r in planned]
+    text = json.dumps(runs_, sort_keys=True, default=str)
     return "sweep-" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -156,6 +172,28 @@ def run_state(run_dir: Path) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 _TABLES: dict[tuple[str, str], Any] = {}
+# A worker process's queue of (run key, step) for the sweep's progress bar (set by _init_worker).
+_WORKER_PROGRESS: Any = None
+# A worker's sweep process (0: the runs go in the sweep's own process).
+_PARENT_PID = 0
+# The signal that stopped this process's runs: no run starts after it.
+_STOP: int | None = None
+
+
+def _counts(results: Iterable[dict[str, Any]]) -> str:
+    """``"2 done, 1 interrupted"``: how many runs of each status."""
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result["status"]] = counts.get(result["status"], 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+
+
+def _stopped(signum: int) -> None:
+    """A signal stopped this process's runs: start no other; an orphaned worker leaves at once."""
+    global _STOP
+    _STOP = signum
+    if _PARENT_PID and not parent_alive(_PARENT_PID):
+        os._exit(128 + signum)  # its sweep is gone: nobody reads its results (the run saved first)
 
 
 class _Follow(RunEvents):
@@ -191,14 +229,22 @@ def _summary(run: SweepRun, status: str) -> dict[str, Any]:
     return result
 
 
-def _run_one(
-    run: SweepRun, storage: str | None, name: str, tensorboard: bool, progress: Any
-) -> dict[str, Any]:
-    """Run (or skip, or resume) one run of the sweep."""
-    from qiter.config import config_from_dict
-    from qiter.dqn.config import DQNConfig
-    from qiter.dqn.trainer import train
+def _elsewhere(table: Any, key: str) -> dict[str, Any]:
+    """The summary of a run another worker holds: done, or running, elsewhere."""
+    status = table.statuses().get(key, ("running", None))[0]
+    return {"key": key, "status": "done elsewhere" if status == "done" else "running elsewhere"}
 
+
+def _run_one(
+    run: SweepRun, storage: str | None, name: str, tensorboard: bool, progress: Any = None
+) -> dict[str, Any]:
+    """Run (or skip, or resume) one run of the sweep; nothing is written for a run another worker holds."""
+    from qiter.agent import agent_class
+    from qiter.config import config_from_dict
+    from qiter.run_loop import train
+
+    if progress is None:
+        progress = _WORKER_PROGRESS
     table = _table(storage, name)
     state = run_state(run.run_dir)
     if state == "done":
@@ -206,10 +252,16 @@ def _run_one(
             table.finish(run.key)
         return _summary(run, "skipped")
     if table is not None and not table.claim(run.key):
-        return {"key": run.key, "status": "elsewhere"}
+        return _elsewhere(table, run.key)
+    if _STOP is not None:
+        if table is not None:
+            table.release(run.key)
+        return {"key": run.key, "status": "not started"}
+    agent_cls = agent_class(run.algo)
     try:
         train(
-            config_from_dict(DQNConfig, run.config),
+            agent_cls,
+            config_from_dict(agent_cls.config_class, run.config),
             run.run_dir,
             resume=state == "resumable",
             overwrite=state == "new",
@@ -218,6 +270,11 @@ def _run_one(
             tensorboard=tensorboard,
             events=[_Follow(run.key, progress, table)],
         )
+    except RunInterrupted as exc:  # saved at its step: the sweep started again resumes it
+        if table is not None:
+            table.release(run.key)
+        _stopped(exc.signum)
+        return {"key": run.key, "status": "interrupted", "step": exc.step, "signum": exc.signum}
     except BaseException:
         if table is not None:
             table.release(run.key)
@@ -227,10 +284,30 @@ def _run_one(
     return _summary(run, "resumed" if state == "resumable" else "done")
 
 
-def _init_worker() -> None:
+def _init_worker(parent_pid: int, progress: Any) -> None:
+    """A worker's start: signals from the sweep's process only, death with it, one torch thread, the
+    progress queue."""
     import torch
 
+    from qiter.studies.workers import die_with_parent
+
+    global _WORKER_PROGRESS, _PARENT_PID
+    _PARENT_PID = parent_pid
+    # Its own process group: a Ctrl-C in the terminal reaches the sweep's process, which passes it on once
+    # (a second SIGINT would stop a run before it saved).
+    os.setpgrp()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _worker_signal)
+    die_with_parent(parent_pid)
     torch.set_num_threads(1)  # the sweep's processes share the cores
+    if progress is not None:
+        progress.cancel_join_thread()  # never wait at exit on a parent that no longer reads
+    _WORKER_PROGRESS = progress
+
+
+def _worker_signal(signum: int, frame: FrameType | None) -> None:
+    """A worker's SIGINT or SIGTERM outside a run's steps (which save and stop on their own)."""
+    _stopped(signum)
 
 
 class _LocalProgress:
@@ -253,53 +330,110 @@ def run_sweep(
     name: str | None = None,
     tensorboard: bool = True,
     progress: bool = True,
+    command: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run a planned sweep in ``jobs`` processes, skipping finished runs and resuming interrupted ones.
 
+    Runs finished here are skipped, and with ``storage``, runs the shared table gives as done by another
+    machine too, before any worker starts; a run another worker holds is left to it. Only the runs this
+    process trains get a folder and count in the progress bar.
+
     :param planned: The runs (:func:`plan_sweep`).
-    :param jobs: Worker processes (1: the runs go one after the other in this process).
+    :param jobs: Worker processes (1: the runs go one after the other in this process). Workers die with
+        this process, even when it is killed by SIGKILL (:mod:`qiter.studies.workers`).
     :param storage: A database URL whose table lists the sweep's runs for every machine; ``None``: this
         machine alone, the run folders say what is done.
     :param name: The sweep's name in the database; default :func:`sweep_name`.
     :param tensorboard: Also write TensorBoard logs.
-    :param progress: One progress bar for the whole sweep (steps over every run).
-    :return: One summary per run: ``key``, ``status`` (done, resumed, skipped, elsewhere) and ``eval.json``.
+    :param progress: One progress bar for the whole sweep (steps over every run it trains).
+    :param command: The command that runs this sweep, for the message of an interruption.
+    :return: One summary per run: ``key``, ``status`` (done, resumed, skipped, done elsewhere, running
+        elsewhere) and ``eval.json``'s values.
+    :raises ~qiter.studies.workers.StudyInterrupted: SIGINT or SIGTERM stopped the sweep: its runs finished their step and saved
+        (the workers are passed the signal), no other run started.
     """
-    from tqdm.auto import tqdm
-
+    global _STOP
     if jobs < 1:
         raise QiterError(f"--jobs must be at least 1, not {jobs}")
+    _STOP = None
     name = name or sweep_name(planned)
+    results: list[dict[str, Any]] = []
+    todo: list[SweepRun] = []
+    table = None
     if storage is not None:
         table = _table(storage, name)  # a bad URL is reported here, before any worker starts
         table.add([r.key for r in planned])
+    shared = table.statuses() if table is not None else {}
     for run in planned:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-    total = sum(int(r.config["n_timesteps"]) for r in planned)
-    bar = tqdm(total=total, unit="step", desc=f"sweep ({len(planned)} runs)", disable=not progress)
+        if run_state(run.run_dir) == "done":
+            results.append(_run_one(run, storage, name, tensorboard))  # skipped (and recorded as done)
+        elif shared.get(run.key, ("", None))[0] == "done":
+            results.append({"key": run.key, "status": "done elsewhere"})
+        else:
+            todo.append(run)
+    signum = _run_todo(todo, jobs, storage, name, tensorboard, progress, results) if todo else None
+    order = {r.key: i for i, r in enumerate(planned)}
+    results.sort(key=lambda r: order[r["key"]])
+    if signum is not None:
+        what = f"sweep stopped ({_counts(results)}; each interrupted run saved its latest.pt)"
+        raise StudyInterrupted(signum, what, command or command_line())
+    return results
+
+
+def _run_todo(
+    todo: Sequence[SweepRun],
+    jobs: int,
+    storage: str | None,
+    name: str,
+    tensorboard: bool,
+    progress: bool,
+    results: list[dict[str, Any]],
+) -> int | None:
+    """Train the runs left to do, with one progress bar over their steps; append their summaries.
+
+    :return: The signal that stopped the sweep, if one did.
+    """
+    from tqdm.auto import tqdm
+
+    total = sum(int(r.config["n_timesteps"]) for r in todo)
+    bar = tqdm(total=total, unit="step", desc=f"sweep ({len(todo)} runs)", disable=not progress)
     done_steps: dict[str, int] = {}
-    results: list[dict[str, Any]] = []
+    finished: list[str] = []
+
+    def refresh() -> None:
+        bar.update(sum(done_steps.values()) - bar.n)
 
     def record(run: SweepRun, result: dict[str, Any]) -> None:
         results.append(result)
-        done_steps[run.key] = int(run.config["n_timesteps"])
+        finished.append(run.key)
         if result["status"] in ("done", "resumed"):
+            done_steps[run.key] = int(run.config["n_timesteps"])
             bar.write(f"{run.key}: return {result.get('mean_return', float('nan')):.1f}")
-        bar.update(sum(done_steps.values()) - bar.n)
-        bar.set_postfix(runs=f"{len(results)}/{len(planned)}", refresh=False)
+        else:  # done or running elsewhere: not this process's steps
+            done_steps.pop(run.key, None)
+            bar.total = (bar.total or 0) - int(run.config["n_timesteps"])
+        refresh()
+        bar.set_postfix(runs=f"{len(finished)}/{len(todo)}", refresh=False)
 
     try:
         if jobs == 1:
-            # In this process: no worker start-up, which costs seconds of imports.
+            # In this process: no worker start-up, which costs seconds of imports. A run's own guard takes
+            # the signals while it steps; between runs they land here.
             local = _LocalProgress(bar, done_steps) if progress else None
-            for run in planned:
-                record(run, _run_one(run, storage, name, tensorboard, local))
+            with StopSignals() as signals:
+                for run in todo:
+                    if signals.signum is not None:
+                        _stopped(signals.signum)
+                    record(run, _run_one(run, storage, name, tensorboard, local))
+            signum = signals.signum
         else:
-            _run_in_pool(planned, jobs, storage, name, tensorboard, progress, record, done_steps)
+            signum = _run_in_pool(
+                todo, jobs, storage, name, tensorboard, progress, record, done_steps, refresh
+            )
     finally:
         bar.close()
-    order = {r.key: i for i, r in enumerate(planned)}
-    return sorted(results, key=lambda r: order[r["key"]])
+    stopped = [r["signum"] for r in results if r.get("signum") is not None]
+    return signum if signum is not None else (stopped[0] if stopped else None)
 
 
 def _run_in_pool(
@@ -311,29 +445,45 @@ def _run_in_pool(
     progress: bool,
     record: Callable[[SweepRun, dict[str, Any]], None],
     done_steps: dict[str, int],
-) -> None:
-    """Run the sweep in ``jobs`` worker processes; ``record`` each result as it comes."""
+    refresh: Callable[[], None],
+) -> int | None:
+    """Run the sweep in ``jobs`` worker processes; ``record`` each result as it comes, ``refresh`` the
+    progress display as the workers' steps (``done_steps``) come in.
+
+    :return: The signal (SIGINT, SIGTERM) that stopped it: passed on to the workers, whose runs save and
+        stop; runs not yet started are cancelled.
+    """
     context = mp.get_context("spawn")  # no fork of a process that holds threads and open databases
-    manager = context.Manager() if progress else None
-    steps_queue = manager.Queue() if manager is not None else None
-    try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker) as pool:
-            pending: dict[Future[dict[str, Any]], SweepRun] = {
-                pool.submit(_run_one, run, storage, name, tensorboard, steps_queue): run for run in planned
-            }
-            try:
-                while pending:
-                    finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                    _drain(steps_queue, done_steps)
-                    for future in finished:
-                        record(pending.pop(future), future.result())
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
-    finally:
-        if manager is not None:
-            manager.shutdown()
+    # A plain queue handed to the workers as they start (no manager process, which would outlive a killed
+    # sweep as the workers did).
+    steps_queue = context.Queue() if progress else None
+    pool = ProcessPoolExecutor(
+        max_workers=min(jobs, len(planned)), mp_context=context, initializer=_init_worker,
+        initargs=(os.getpid(), steps_queue),
+    )  # fmt: skip
+    with pool, StopSignals(lambda: list(pool._processes or {})) as signals:
+        pending: dict[Future[dict[str, Any]], SweepRun] = {
+            pool.submit(_run_one, run, storage, name, tensorboard): run for run in planned
+        }
+        try:
+            while pending:
+                finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                _drain(steps_queue, done_steps)
+                refresh()
+                if signals.signum is not None:
+                    for future in pending:
+                        future.cancel()  # those a worker has not taken; the others start nothing
+                for future in finished:
+                    run = pending.pop(future)
+                    cancelled = future.cancelled()
+                    record(run, {"key": run.key, "status": "not started"} if cancelled else future.result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    if steps_queue is not None:
+        steps_queue.close()
+    return signals.signum
 
 
 def _drain(steps_queue: Any, done_steps: dict[str, int]) -> None:

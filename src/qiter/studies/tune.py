@@ -1,7 +1,8 @@
 """Hyperparameter tuning with Optuna: a study in a database (an SQLite file, or a server shared by machines).
 
 Each trial is an ordinary run (``OUT/trials/trial-<n>/``) of the algorithm with values drawn from its search
-space (declared next to its config: :mod:`qiter.dqn.search_space`). The run loop's evaluations are reported
+space (declared next to its config: :mod:`qiter.dqn.search_space`, :mod:`qiter.continuous.search_space`),
+any algorithm of :data:`qiter.agent.ALGORITHMS` that has one. The run loop's evaluations are reported
 to Optuna through a :class:`~qiter.run_loop.RunEvents` and the pruner (median by default, successive
 halving on request) stops hopeless trials early; the objective is the final greedy evaluation. Running
 trials send a heartbeat, so a worker that dies (even by SIGKILL) leaves a failed trial, not a running one
@@ -16,6 +17,7 @@ import importlib
 import math
 import multiprocessing as mp
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,16 +27,33 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from qiter.errors import QiterError
+from qiter.errors import QiterError, RunInterrupted
 from qiter.run_loop import DivergenceError, RunEvents
+from qiter.search_space import SearchSpace, draw
+from qiter.studies.workers import StopSignals, StudyInterrupted, command_line, die_with_parent
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["SEARCH_SPACES", "TuneSettings", "create_study", "export_best", "save_study_plots", "tune"]
+__all__ = [
+    "SEARCH_SPACES",
+    "TuneSettings",
+    "create_study",
+    "export_best",
+    "save_study_plots",
+    "search_space",
+    "tune",
+]
 
-# Algorithm -> its search space function (imported only when used).
-SEARCH_SPACES: dict[str, str] = {"dqn": "qiter.dqn.search_space:search_space"}
+# Algorithm -> its search space (a qiter.search_space.SearchSpace), imported only when used.
+SEARCH_SPACES: dict[str, str] = {
+    "dqn": "qiter.dqn.search_space:SEARCH_SPACE",
+    "dqn-discretized": "qiter.dqn.search_space:SEARCH_SPACE",
+    "td3": "qiter.continuous.search_space:TD3_SEARCH_SPACE",
+    "ddpg": "qiter.continuous.search_space:DDPG_SEARCH_SPACE",
+    "naf": "qiter.continuous.search_space:NAF_SEARCH_SPACE",
+    "cem": "qiter.continuous.search_space:CEM_SEARCH_SPACE",
+}
 PRUNERS = ("median", "halving", "none")
 
 
@@ -45,7 +64,7 @@ class TuneSettings:
     env_id: str
     out: str
     n_trials: int = 20
-    algo: str = "dqn"
+    algo: str = "dqn"  # the agent: a key of qiter.agent.ALGORITHMS ("dqn-discretized" for --discretize)
     budget: int | None = None  # n_timesteps of each trial; default: the config's
     preset: str | None = None
     config_file: str | None = None
@@ -69,12 +88,16 @@ class TuneSettings:
         return self.study or f"{self.algo}-{self.env_id}"
 
 
-def _search_space(algo: str) -> Callable[[optuna.Trial], dict[str, Any]]:
+def search_space(algo: str) -> SearchSpace:
+    """The search space of an algorithm.
+
+    :raises QiterError: An algorithm without one (the message lists those that have one).
+    """
     if algo not in SEARCH_SPACES:
         raise QiterError(f"no search space for algorithm {algo!r}: tunable are {', '.join(SEARCH_SPACES)}")
     module, _, name = SEARCH_SPACES[algo].partition(":")
-    function: Callable[[optuna.Trial], dict[str, Any]] = getattr(importlib.import_module(module), name)
-    return function
+    space: SearchSpace = getattr(importlib.import_module(module), name)
+    return space
 
 
 def _base_overrides(settings: TuneSettings) -> list[str]:
@@ -86,16 +109,17 @@ def check_settings(settings: TuneSettings) -> None:
     """Raise one line now for a bad setting (algorithm, pruner, config, budget), before any study exists."""
     from qiter.resolve import resolve_config
 
-    _search_space(settings.algo)
+    search_space(settings.algo)
     if settings.pruner not in PRUNERS:
         raise QiterError(f"unknown pruner {settings.pruner!r}: use {', '.join(PRUNERS)}")
-    if settings.n_trials < 0:
-        raise QiterError(f"--trials must be at least 0, not {settings.n_trials}")
+    if settings.n_trials < 1:
+        raise QiterError(f"--trials must be at least 1, not {settings.n_trials}")
     if settings.heartbeat < 1:
         raise QiterError(f"--heartbeat must be at least 1 second, not {settings.heartbeat}")
     resolve_config(
-        settings.env_id, settings.preset, settings.config_file, _base_overrides(settings), settings.seed
-    )
+        settings.env_id, settings.preset, settings.config_file, _base_overrides(settings), settings.seed,
+        algo=settings.algo,
+    )  # fmt: skip
 
 
 def _pruner(name: str) -> optuna.pruners.BasePruner:
@@ -167,11 +191,13 @@ class _Pruning(RunEvents):
 def _objective(settings: TuneSettings) -> Callable[[optuna.Trial], float]:
     import optuna
 
+    from qiter.agent import agent_class
     from qiter.config import config_to_dict
-    from qiter.dqn.trainer import train
     from qiter.resolve import resolve_config
+    from qiter.run_loop import train
 
-    space = _search_space(settings.algo)
+    space = search_space(settings.algo)
+    agent_cls = agent_class(settings.algo)
 
     def objective(trial: optuna.Trial) -> float:
         if trial.number >= settings.n_trials:
@@ -179,18 +205,27 @@ def _objective(settings: TuneSettings) -> Callable[[optuna.Trial], float]:
             # are given out atomically, so exactly the trials 0..n_trials-1 run.
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned("over the study's number of trials")
-        values = space(trial)
+        values = draw(trial, space)
         overrides = [*_base_overrides(settings), *(f"{k}={v}" for k, v in values.items())]
         config = resolve_config(
-            settings.env_id, settings.preset, settings.config_file, overrides, settings.seed
-        )
+            settings.env_id, settings.preset, settings.config_file, overrides, settings.seed,
+            algo=settings.algo,
+        )  # fmt: skip
         trial.set_user_attr("config", config_to_dict(config))
+        trial.set_user_attr("algo", settings.algo)
         run_dir = Path(settings.out) / "trials" / f"trial-{trial.number}"
         print(f"trial {trial.number} started: {_describe(values)}", flush=True)
-        result = train(
-            config, run_dir, overwrite=True, progress=False, verbose=0,
-            tensorboard=settings.tensorboard, events=[_Pruning(trial)],
-        )  # fmt: skip
+        try:
+            result = train(
+                agent_cls, config, run_dir, overwrite=True, progress=False, verbose=0,
+                tensorboard=settings.tensorboard, events=[_Pruning(trial)],
+            )  # fmt: skip
+        except (RunInterrupted, KeyboardInterrupt):
+            # Stopped by a signal: Optuna marks the trial failed (not left running) and raises it on; its
+            # log of the failure, a traceback, says nothing the interruption's message does not.
+            trial.set_user_attr("interrupted", True)
+            optuna.logging.set_verbosity(optuna.logging.ERROR)
+            raise
         assert result.final_evaluation is not None
         return result.final_evaluation.mean_return
 
@@ -219,7 +254,11 @@ def _counted(study: optuna.Study) -> int:
 
 
 def run_worker(settings: TuneSettings) -> None:
-    """Run trials of the study until it holds ``n_trials`` trials (a worker process's whole work)."""
+    """Run trials of the study until it holds ``n_trials`` trials (a worker process's whole work).
+
+    :raises ~qiter.studies.workers.StudyInterrupted: SIGINT or SIGTERM stopped it; the trial it was running
+        is marked failed (its run saved its ``latest.pt`` first when the signal came while it stepped).
+    """
     import optuna
     import torch
 
@@ -233,19 +272,32 @@ def run_worker(settings: TuneSettings) -> None:
         if _counted(study) >= settings.n_trials:
             study.stop()
 
-    with warnings.catch_warnings():
+    # A signal between two runs interrupts at once (Optuna then fails the trial it is in, if any); while a
+    # run steps, the run's own guard takes it and the run saves first.
+    with warnings.catch_warnings(), StopSignals(interrupt=True) as signals:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # A diverged trial fails (its return is no number) and the study goes on.
-        study.optimize(
-            _objective(settings), callbacks=[enough], catch=(DivergenceError,), gc_after_trial=False
-        )
+        try:
+            # A diverged trial fails (its return is no number) and the study goes on.
+            study.optimize(
+                _objective(settings), callbacks=[enough], catch=(DivergenceError,), gc_after_trial=False
+            )
+        except (RunInterrupted, KeyboardInterrupt) as exc:
+            signum = exc.signum if isinstance(exc, RunInterrupted) else signals.signum or signal.SIGINT
+            stopped = [t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("interrupted")]
+            what = f"study {study.study_name} stopped ({trials_table(study)}"
+            if stopped:
+                what += f"; trial {stopped[-1]} marked failed"
+            raise StudyInterrupted(signum, what + ")", command_line()) from None
 
 
-def _worker_main(values: dict[str, Any]) -> None:
+def _worker_main(values: dict[str, Any], parent_pid: int) -> None:
+    """A tuning worker process: signals from the tuning process only, death with it."""
+    os.setpgrp()  # a Ctrl-C reaches the tuning process, which passes it on once
+    die_with_parent(parent_pid)
     try:
         run_worker(TuneSettings(**values))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except StudyInterrupted as exc:
+        sys.exit(exc.exit_code)
 
 
 def tune(settings: TuneSettings, jobs: int = 1) -> optuna.Study:
@@ -259,9 +311,12 @@ def tune(settings: TuneSettings, jobs: int = 1) -> optuna.Study:
     """
     import optuna
 
+    from qiter.runs import check_writable
+
     if jobs < 1:
         raise QiterError(f"--jobs must be at least 1, not {jobs}")
     check_settings(settings)
+    check_writable(settings.out, f"--out {settings.out}")
     Path(settings.out).mkdir(parents=True, exist_ok=True)
     study = create_study(settings)
     if jobs == 1:
@@ -269,16 +324,23 @@ def tune(settings: TuneSettings, jobs: int = 1) -> optuna.Study:
     else:
         context = mp.get_context("spawn")
         values = {**asdict(settings), "lone": False}
-        workers = [context.Process(target=_worker_main, args=(values,)) for _ in range(jobs)]
+        workers = [context.Process(target=_worker_main, args=(values, os.getpid())) for _ in range(jobs)]
         for worker in workers:
             worker.start()
+        pids = [w.pid for w in workers if w.pid is not None]
         try:
-            for worker in workers:
-                worker.join()
+            with StopSignals(lambda: pids) as signals:  # passed on to the workers, whose trials stop
+                for worker in workers:
+                    worker.join()
         except BaseException:
             for worker in workers:
                 worker.terminate()
             raise
+        if signals.signum is not None:
+            what = (
+                f"study {study.study_name} stopped ({trials_table(study)}; its workers' trials marked failed)"
+            )
+            raise StudyInterrupted(signals.signum, what, command_line())
         failed = [w.exitcode for w in workers if w.exitcode != 0]
         if failed:
             raise QiterError(f"{len(failed)} of {jobs} tuning workers failed (exit codes {failed})")
@@ -298,8 +360,15 @@ def trials_table(study: optuna.Study) -> str:
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials"
 
 
+def train_command(algo: str, config: dict[str, Any]) -> str:
+    """The ``qiter train`` command that trains ``algo`` on the config's environment (without ``--config``)."""
+    flags = {"dqn": "", "dqn-discretized": f" --discretize {config.get('discretize')}"}
+    return f"qiter train {config.get('env_id')}" + flags.get(algo, f" --algo {algo}")
+
+
 def export_best(study: optuna.Study, path: str | Path) -> Path:
-    """Write the best trial's config as a YAML preset that ``qiter train --config FILE`` reads.
+    """Write the best trial's config as a YAML preset that ``qiter train [--algo X] --config FILE`` reads
+    (the header names the command).
 
     :raises QiterError: No trial has completed.
     """
@@ -312,7 +381,8 @@ def export_best(study: optuna.Study, path: str | Path) -> Path:
     config = dict(best.user_attrs["config"])
     header = (
         f"# Best trial {best.number} of study {study.study_name} (final return {best.value:.1f}).\n"
-        f"# Tuned: {', '.join(sorted(best.params))}. Use with `qiter train --config FILE`.\n"
+        f"# Tuned: {', '.join(sorted(best.params))}.\n"
+        f"# Use with `{train_command(best.user_attrs.get('algo', 'dqn'), config)} --config FILE`.\n"
     )
     from qiter.runs import _atomic_write_text
 
