@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from qiter.envs import make_env, require_box_observations, require_discrete_actions
 from qiter.errors import QiterError
+from qiter.pixel_envs import refuse_images
 
 # Below this many steps a progress bar is noise: collection takes a second or two.
 PROGRESS_MIN_STEPS = 100_000
@@ -113,6 +114,7 @@ def collect_data(
         raise QiterError(f"n_steps must be at least 1, not {n_steps}")
     env = make_env(env_id)
     obs_shape = require_box_observations(env, "FQI data collection")
+    refuse_images(env, "FQI")
     require_discrete_actions(env, "FQI data collection")
     # Numpy arrays (buffers) to collect the data, float64 as in the seed
     observations = np.zeros((n_steps, *obs_shape))

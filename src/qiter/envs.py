@@ -14,6 +14,7 @@ import gymnasium as gym
 from gymnasium import spaces
 from gymnasium.error import DependencyNotInstalled
 
+from qiter import pixel_envs
 from qiter.errors import QiterError
 
 # Environments that live in third-party packages: importing the package registers them with gymnasium.
@@ -29,6 +30,9 @@ _GYMNASIUM_EXTRAS = {"gymnasium.envs.box2d": ("Box2D", "box2d")}
 
 
 def _register_plugin(env_id: str) -> None:
+    kind = pixel_envs.pixel_kind(env_id)
+    if kind is not None:
+        pixel_envs.register_pixel_envs(env_id, kind)
     for prefix, (module, hint) in _PLUGIN_PACKAGES.items():
         if env_id.startswith(prefix):
             try:
@@ -63,17 +67,24 @@ def make_env(env_id: str, render_mode: str | None = None, flatten: bool = False,
     :param env_id: A gymnasium id such as ``"CartPole-v1"``.
     :param render_mode: ``None``, ``"rgb_array"`` (for videos) or ``"human"``.
     :param flatten: Flatten a non-flat Box (or Dict/Tuple) observation into a 1-D Box, as the seed does for
-        highway-env.
+        highway-env (images, uint8 Boxes of 2 or 3 axes, are left as they are).
     :param kwargs: Passed on to ``gym.make``.
     :return: The environment.
     """
     check_env_id(env_id)
+    kind = pixel_envs.pixel_kind(env_id)
+    if kind is not None:  # Atari and MinAtar come preprocessed, as images
+        return pixel_envs.make_pixel_env(env_id, kind, render_mode, **kwargs)
     try:
         env = gym.make(env_id, render_mode=render_mode, **kwargs)
     except DependencyNotInstalled as exc:
         raise QiterError(_missing_dependency_message(env_id, exc)) from exc
-    if flatten and not (
-        isinstance(env.observation_space, spaces.Box) and len(env.observation_space.shape) == 1
+    # Images stay images: an MLP agent refuses them in one line rather than learning from flattened pixels.
+    space = env.observation_space
+    if (
+        flatten
+        and not (isinstance(space, spaces.Box) and len(space.shape) == 1)
+        and not pixel_envs.is_image_space(space)
     ):
         if isinstance(env.observation_space, spaces.Discrete):
             return env

@@ -24,7 +24,7 @@ def run_episodes(
     video_folder: str | os.PathLike[str] = DEFAULT_VIDEO_FOLDER,
     seed: int | None = None,
 ) -> np.ndarray:
-    """Play ``n_episodes`` full episodes and return their undiscounted returns.
+    """Play ``n_episodes`` full episodes (whole games in Atari) and return their undiscounted returns.
 
     :param env: The environment (``render_mode="rgb_array"`` to record a video).
     :param act: Greedy action for one observation.
@@ -50,10 +50,12 @@ def run_episodes(
                 )
             else:
                 action = act(obs)
-            obs, reward, terminated, truncated, _ = play_env.step(action)
+            obs, reward, terminated, truncated, info = play_env.step(action)
             returns[episode] += float(reward)
-            done = terminated or truncated
-        obs, _ = play_env.reset()
+            if terminated or truncated:
+                obs, _ = play_env.reset()
+                # A lost life ends an Atari episode for learning only (qiter.pixel_envs.EpisodicLife): play on.
+                done = info.get("game_over", True)
     if recorder is not None:
         path = finish_video(recorder)
         print(f"Saving video to {path}")

@@ -38,6 +38,7 @@ from qiter.data import OfflineData, collect_data, load_data, save_data
 from qiter.envs import require_discrete_actions
 from qiter.errors import QiterError
 from qiter.evaluation import run_episodes
+from qiter.pixel_envs import refuse_images
 from qiter.video import DEFAULT_VIDEO_FOLDER
 
 __all__ = [
@@ -471,6 +472,7 @@ class FQIIteration:
 def _infer_n_actions(data: OfflineData, env: gym.Env | None, n_actions: int | None) -> int:
     if env is not None:
         env_actions = require_discrete_actions(env, "FQI")
+        refuse_images(env, "FQI")
         if n_actions is not None and n_actions != env_actions:
             raise QiterError(f"n_actions={n_actions} but the environment has {env_actions} actions")
         n_actions = env_actions

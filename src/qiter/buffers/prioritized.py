@@ -159,10 +159,12 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         rng: np.random.Generator | None = None,
         observation_dtype: np.dtype | type | None = None,
         n_envs: int = 1,
+        **kwargs: Any,
     ) -> None:
+        # kwargs: a storage subclass's own options (the frame buffer's stack size), passed along the MRO.
         super().__init__(
             buffer_size, observation_space, action_space, n_steps=n_steps, gamma=gamma, rng=rng,
-            observation_dtype=observation_dtype, n_envs=n_envs,
+            observation_dtype=observation_dtype, n_envs=n_envs, **kwargs,
         )  # fmt: skip
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")

@@ -120,9 +120,7 @@ class ReplayBuffer:
         self.gamma = gamma
         self.rng = rng
         obs_dtype = observation_dtype if observation_dtype is not None else observation_space.dtype
-        obs_shape = observation_space.shape
-        self.observations = np.zeros((buffer_size, *obs_shape), dtype=obs_dtype)
-        self.next_observations = np.zeros((buffer_size, *obs_shape), dtype=obs_dtype)
+        self._allocate_observations(buffer_size, observation_space.shape, np.dtype(obs_dtype))
         if isinstance(action_space, spaces.Discrete):
             # The action is an integer (int64, so that it can be a `th.gather` index)
             self.actions = np.zeros((buffer_size, 1), dtype=action_space.dtype)
@@ -132,6 +130,19 @@ class ReplayBuffer:
         self.terminateds = np.zeros((buffer_size,), dtype=bool)
         # End of episode for any reason (termination or truncation): n-step returns must not cross it.
         self.dones = np.zeros((buffer_size,), dtype=bool)
+
+    def _allocate_observations(self, buffer_size: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        """Allocate the observation storage (two arrays here; one frame per row in the frame buffer)."""
+        self.observations = np.zeros((buffer_size, *shape), dtype=dtype)
+        self.next_observations = np.zeros((buffer_size, *shape), dtype=dtype)
+
+    def observations_at(self, indices: np.ndarray) -> np.ndarray:
+        """The observations of the transitions at these rows."""
+        return self.observations[indices]
+
+    def next_observations_at(self, indices: np.ndarray) -> np.ndarray:
+        """The observations that followed the transitions at these rows."""
+        return self.next_observations[indices]
 
     def __len__(self) -> int:
         return self.buffer_size if self.is_full else self.current_idx
@@ -270,8 +281,8 @@ class ReplayBuffer:
         """The transitions (1-step, or n-step when the buffer was built with ``n_steps > 1``) at these indices."""
         if self.n_steps == 1:
             return ReplayBufferSamples(
-                self.observations[batch_indices],
-                self.next_observations[batch_indices],
+                self.observations_at(batch_indices),
+                self.next_observations_at(batch_indices),
                 self.actions[batch_indices],
                 self.rewards[batch_indices],
                 self.terminateds[batch_indices],
@@ -299,7 +310,7 @@ class ReplayBuffer:
             # Cut where the behaviour action differs from the current greedy one (from step 1 on: the first
             # action is the one being evaluated, so it needs no correction).
             later = trace[:, 1:]
-            greedy = greedy_policy(self.observations[later.ravel()]).reshape(later.shape)
+            greedy = greedy_policy(self.observations_at(later.ravel())).reshape(later.shape)
             agrees = greedy == self.actions[later, 0]
             valid[:, 1:] &= np.cumprod(agrees, axis=1).astype(bool)
         # Every step before the last valid one is valid, so the count of valid steps gives the last one.
@@ -308,8 +319,8 @@ class ReplayBuffer:
         discounts_k = self.gamma ** np.arange(n, dtype=np.float64)
         rewards = (self.rewards[trace] * valid * discounts_k).sum(axis=1).astype(np.float32)
         return ReplayBufferSamples(
-            self.observations[batch_indices],
-            self.next_observations[last],
+            self.observations_at(batch_indices),
+            self.next_observations_at(last),
             self.actions[batch_indices],
             rewards,
             self.terminateds[last],

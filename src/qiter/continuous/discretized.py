@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 import gymnasium as gym
 
 from qiter.config import checker
-from qiter.dqn.agent import DQNAgent
+from qiter.dqn.agent import DQNAgent, require_network_input
 from qiter.dqn.config import DQNConfig
 from qiter.envs import make_env, require_box_observations, require_discrete_actions
 from qiter.run_config import RunConfig
@@ -56,3 +56,4 @@ class DiscretizedDQNAgent(DQNAgent):
     def check_spaces(cls, env: gym.Env) -> None:
         require_box_observations(env, "DQN")
         require_discrete_actions(env, "DQN")
+        require_network_input(env)

@@ -26,16 +26,19 @@ import torch as th
 from gymnasium import spaces
 
 from qiter.agent import Agent, Transitions
+from qiter.buffers.frames import FrameReplayBuffer, PrioritizedFrameReplayBuffer, check_fits_memory
 from qiter.buffers.prioritized import PrioritizedReplayBuffer
 from qiter.buffers.replay import ReplayBuffer
 from qiter.dqn.config import DQNConfig
 from qiter.dqn.fast import NumpyLearner, supports_numpy
 from qiter.dqn.learner import Learner, TDSettings
-from qiter.dqn.networks import QNetwork, make_q_network
+from qiter.dqn.networks import ConvQNetwork, QNetwork, conv_torso_for, make_q_network
 from qiter.dqn.torch_learner import TorchLearner
-from qiter.envs import require_box_observations, require_discrete_actions
+from qiter.envs import env_name, require_box_observations, require_discrete_actions
 from qiter.errors import QiterError
+from qiter.pixel_envs import is_image_space
 from qiter.policies import epsilon_greedy, epsilon_greedy_batch
+from qiter.run_config import RunConfig
 from qiter.runs import load_module
 
 
@@ -63,10 +66,68 @@ def network_space(space: spaces.Box) -> spaces.Box:
     return spaces.Box(low=space.low.astype(np.float32), high=space.high.astype(np.float32), dtype=np.float32)
 
 
+def network_kind(config: DQNConfig, observation_space: spaces.Box) -> str:
+    """The config's ``network``, with ``auto`` chosen from the observation space (see :func:`conv_torso_for`).
+
+    :raises QiterError: An MLP asked for images, or a CNN for vectors.
+    """
+    image = is_image_space(observation_space)
+    shape = "x".join(map(str, observation_space.shape))
+    if config.network == "auto":
+        return (conv_torso_for(observation_space) or "mlp") if image else "mlp"
+    if config.network == "mlp" and image:
+        raise QiterError(
+            f"network 'mlp' cannot take {shape} image observations (it would see a flat vector of pixels): "
+            "use network auto, nature-cnn or minatar-cnn"
+        )
+    if config.network != "mlp" and (not image or len(observation_space.shape) != 3):
+        raise QiterError(
+            f"network {config.network!r} takes channel-first images (c, h, w), not observations of shape {shape}"
+        )
+    return config.network
+
+
+def check_image_config(config: DQNConfig, observation_space: spaces.Box) -> str:
+    """Check that the config can learn from these observations, before anything is made or written: the
+    network (:func:`network_kind`), the learner (the numpy fast path is for MLPs) and, for images, that the
+    frame memory fits the memory available.
+
+    :return: The network kind.
+    :raises QiterError: In one line, naming the setting.
+    """
+    kind = network_kind(config, observation_space)
+    if kind == "mlp":
+        return kind
+    if config.backend == "numpy":
+        raise QiterError(
+            "the numpy fast path (backend 'numpy') takes vector observations; image observations go "
+            "through the torch learner: use backend 'auto' or 'torch'"
+        )
+    if config.layer_norm:
+        raise QiterError(f"layer_norm applies to MLPs, not to the {kind} network")
+    size, shape, stack = frame_buffer_size(config, observation_space, kind)
+    check_fits_memory(size, FrameReplayBuffer.bytes_needed(size, shape, stack, config.n_envs))
+    return kind
+
+
+def frame_buffer_size(
+    config: DQNConfig, observation_space: spaces.Box, kind: str
+) -> tuple[int, tuple[int, ...], int]:
+    """The frame memory's transitions, observation shape and frames per observation: Atari's observations
+    stack 4 grayscale frames (one channel each), a MinAtar grid is one frame."""
+    stack = observation_space.shape[0] if kind == "nature-cnn" else 1
+    size = config.replay_buffer_size - config.replay_buffer_size % config.n_envs
+    return size, tuple(observation_space.shape), stack
+
+
 def build_q_network(
     config: DQNConfig, observation_space: spaces.Box, action_space: spaces.Discrete
 ) -> QNetwork:
-    """The Q-network the config describes."""
+    """The Q-network the config describes: an MLP, or a convolutional network for images (which runs on the
+    torch learner: the numpy fast path is for MLPs)."""
+    kind = check_image_config(config, observation_space)
+    if kind != "mlp":
+        return ConvQNetwork(observation_space, action_space, kind, config.dueling)
     return make_q_network(
         network_space(observation_space),
         action_space,
@@ -99,7 +160,8 @@ def make_learner(config: DQNConfig, q_net: QNetwork, q_target_net: QNetwork) -> 
 def make_buffer(
     config: DQNConfig, observation_space: spaces.Box, action_space: spaces.Discrete, rng: np.random.Generator
 ) -> ReplayBuffer:
-    """The replay buffer the config asks for (uniform or prioritized, 1-step or n-step)."""
+    """The replay buffer the config asks for (uniform or prioritized, 1-step or n-step); for images, the
+    frame memory (:mod:`qiter.buffers.frames`), checked against the memory available before allocation."""
     kwargs: dict[str, Any] = {
         "n_steps": config.n_steps,
         "gamma": config.gamma,
@@ -107,6 +169,19 @@ def make_buffer(
         "observation_dtype": np.float32,
         "n_envs": config.n_envs,
     }
+    kind = check_image_config(config, observation_space)
+    if kind != "mlp":
+        n, shape, stack = frame_buffer_size(config, observation_space, kind)
+        print(
+            f"replay buffer: {n} transitions, {FrameReplayBuffer.bytes_needed(n, shape, stack, config.n_envs) / 1e9:.1f} GB"
+        )
+        kwargs.update(observation_dtype=np.uint8, stack_size=stack)
+        if config.prioritized_replay:
+            return PrioritizedFrameReplayBuffer(
+                config.replay_buffer_size, observation_space, action_space, alpha=config.per_alpha,
+                eps=config.per_eps, **kwargs,
+            )  # fmt: skip
+        return FrameReplayBuffer(config.replay_buffer_size, observation_space, action_space, **kwargs)
     if config.prioritized_replay:
         return PrioritizedReplayBuffer(
             config.replay_buffer_size, observation_space, action_space, alpha=config.per_alpha,
@@ -117,6 +192,18 @@ def make_buffer(
 
 #: The config keys that fix the Q-network's shape (named when a checkpoint's network does not fit).
 SHAPE_KEYS = "n_hidden_units, n_hidden_layers, dueling"
+
+
+def require_network_input(env: gym.Env) -> None:
+    """Refuse images that no network of DQN takes (channels last, such as CarRacing's 96x96x3 frames), in
+    one line: an MLP would only see them as a flat vector of pixels."""
+    space = env.observation_space
+    if isinstance(space, spaces.Box) and is_image_space(space) and conv_torso_for(space) is None:
+        raise QiterError(
+            f"DQN's MLP cannot take {env_name(env)}'s {'x'.join(map(str, space.shape))} image observations, and its "
+            "convolutional networks take channel-first stacks (c, h, w) as the Atari and MinAtar wrappers give "
+            "them (docs/pixels.md)"
+        )
 
 
 class DQNAgent(Agent):
@@ -134,7 +221,7 @@ class DQNAgent(Agent):
     progress_keys: ClassVar[dict[str, str]] = {"epsilon": "eps"}
     fixed_keys: ClassVar[tuple[str, ...]] = (
         "env_id", "n_envs", "n_hidden_units", "n_hidden_layers", "activation", "dueling",
-        "layer_norm",
+        "layer_norm", "network",
     )  # fmt: skip
 
     def __init__(
@@ -166,9 +253,25 @@ class DQNAgent(Agent):
         self._random_action = lambda: int(self.rng.integers(self.n_actions))
 
     @classmethod
+    def make_env(cls, config: RunConfig, render_mode: str | None = None) -> gym.Env:
+        """The config's environment; for images, the config is checked against them here, the first thing a
+        run makes (before its folder), so a wrong network or a buffer too large is refused with nothing
+        written."""
+        env = super().make_env(config, render_mode)
+        space = env.observation_space
+        if isinstance(config, DQNConfig) and isinstance(space, spaces.Box) and is_image_space(space):
+            try:
+                check_image_config(config, space)
+            except BaseException:
+                env.close()
+                raise
+        return env
+
+    @classmethod
     def check_spaces(cls, env: gym.Env) -> None:
         require_box_observations(env, "DQN")
         require_discrete_actions(env, "DQN")
+        require_network_input(env)
 
     # -- acting ----------------------------------------------------------------------------------------
 
@@ -203,6 +306,8 @@ class DQNAgent(Agent):
     # -- learning --------------------------------------------------------------------------------------
 
     def observe(self, transitions: Transitions) -> None:
+        if self.config.clip_rewards:  # for learning only: the loop logs the rewards the game gave
+            transitions = transitions._replace(rewards=np.sign(transitions.rewards))
         self.buffer.add(*transitions)
         terminateds, truncateds = transitions.terminateds, transitions.truncateds
         if len(terminateds) == 1:  # a scalar test for one copy: this runs once per step

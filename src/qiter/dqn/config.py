@@ -35,6 +35,11 @@ class DQNConfig(RunConfig):
     activation: Literal["relu", "tanh", "elu", "gelu"] = "relu"
     dueling: bool = False
     layer_norm: bool = False  # layer normalization in the hidden layers (keeps Q-values bounded)
+    # auto: an MLP for vectors, the Nature CNN for 84x84 stacks, the MinAtar CNN for 10x10 grids
+    # (docs/pixels.md); the CNNs have their own sizes (n_hidden_units/_layers and activation are the MLP's)
+    network: Literal["auto", "mlp", "nature-cnn", "minatar-cnn"] = "auto"
+    # Rewards stored as their sign (Atari's standard): for learning only, logs and evaluations stay unclipped
+    clip_rewards: bool = False
     # Optimizer and loss
     learning_rate: float = 3e-4
     learning_rate_final: float | None = None  # linear decay to this value over the run when set

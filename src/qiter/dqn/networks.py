@@ -131,3 +131,78 @@ def make_q_network(
     return cls(
         observation_space, action_space, n_hidden_units, ACTIVATIONS[activation], n_hidden_layers, layer_norm
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Convolutional Q-networks for image observations
+# ---------------------------------------------------------------------------------------------------------
+
+#: The convolutional torsos: name -> (conv layers as (out_channels, kernel, stride), hidden units).
+CONV_TORSOS: dict[str, tuple[tuple[tuple[int, int, int], ...], int]] = {
+    # Mnih et al. (2015), "Human-level control through deep reinforcement learning", for 4x84x84 stacks.
+    "nature-cnn": (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512),
+    # Young & Tian (2019), MinAtar: one 3x3 convolution of 16 channels, then 128 units, for 10x10 grids.
+    "minatar-cnn": (((16, 3, 1),), 128),
+}
+
+
+class ConvQNetwork(QNetwork):
+    """A convolutional Q-network: convolutions, one hidden layer, then a linear head of ``n_actions``
+    outputs, or ``1 + n_actions`` with the dueling head (as in :class:`DuelingQNetwork`), all in one
+    ``q_net`` sequence (whose first layer, a convolution, keeps the numpy fast path away from it).
+
+    Observations arrive as they are stored, uint8 pixels, and are scaled to [0, 1] here, on the device:
+    a batch travels as a quarter of its float32 size.
+
+    :param observation_space: A channel-first image space ``(c, h, w)``.
+    :param action_space: The Discrete action space.
+    :param torso: A key of :data:`CONV_TORSOS`.
+    :param dueling: Use the dueling head.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        action_space: spaces.Discrete,
+        torso: str = "nature-cnn",
+        dueling: bool = False,
+    ) -> None:
+        nn.Module.__init__(self)
+        convs, n_hidden = CONV_TORSOS[torso]
+        self.torso = torso
+        self.dueling = dueling
+        self.n_actions = int(action_space.n)
+        self.n_hidden_units = n_hidden
+        high = np.asarray(observation_space.high).max()
+        # 255 for Atari's grayscale pixels, 1 for MinAtar's 0/1 channels.
+        self.scale = 1.0 / float(high) if np.isfinite(high) and high > 0 else 1.0
+        layers: list[nn.Module] = []
+        in_channels = observation_space.shape[0]
+        for out_channels, kernel, stride in convs:
+            layers += [nn.Conv2d(in_channels, out_channels, kernel, stride), nn.ReLU()]
+            in_channels = out_channels
+        layers.append(nn.Flatten())
+        with th.no_grad():
+            n_flat = int(nn.Sequential(*layers)(th.zeros(1, *observation_space.shape)).shape[1])
+        layers += [nn.Linear(n_flat, n_hidden), nn.ReLU(), nn.Linear(n_hidden, self.n_actions + int(dueling))]
+        self.q_net = nn.Sequential(*layers)
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        """:return: Q-values ``(batch_size, n_actions)`` of uint8 (or float) image observations."""
+        first = self.q_net[0]
+        assert isinstance(first, nn.Conv2d)
+        out = self.q_net(observations.to(first.weight.dtype) * self.scale)
+        if not self.dueling:
+            return out
+        value, advantage = out[:, :1], out[:, 1:]
+        return value + advantage - advantage.mean(dim=1, keepdim=True)
+
+
+def conv_torso_for(observation_space: spaces.Box) -> str | None:
+    """The convolutional network for a channel-first image space: ``minatar-cnn`` for small grids (MinAtar's
+    10x10), ``nature-cnn`` for frames of 36 pixels or more (Atari's 84x84); ``None`` when neither fits
+    (a flat vector, or an image with its channels last)."""
+    shape = observation_space.shape
+    if len(shape) != 3 or shape[0] > 16 or shape[1] < 3 or shape[2] < 3:
+        return None
+    return "nature-cnn" if min(shape[1:]) >= 36 else "minatar-cnn"

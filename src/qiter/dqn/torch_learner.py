@@ -13,7 +13,7 @@ from qiter.buffers.replay import ReplayBufferSamples
 from qiter.dqn.fast import NumpyQFunction, supports_numpy
 from qiter.dqn.learner import Learner, TDSettings, UpdateResult
 from qiter.dqn.losses import dqn_loss
-from qiter.dqn.networks import QNetwork
+from qiter.dqn.networks import ConvQNetwork, QNetwork
 from qiter.optim import make_adam, polyak_update
 
 
@@ -36,6 +36,8 @@ class TorchLearner(Learner):
             list(q_net.parameters()), settings.learning_rate, settings.adam_eps, self.device
         )
         self.dtype = next(q_net.parameters()).dtype
+        # Images travel to the device as the uint8 they are stored as; the network scales them there.
+        self._obs_dtype = None if isinstance(q_net, ConvQNetwork) else self.dtype
         # Acting on the CPU goes through numpy views of the weights: no per-step torch call.
         self._numpy_q = NumpyQFunction(q_net) if supports_numpy(q_net) else None
 
@@ -53,13 +55,13 @@ class TorchLearner(Learner):
         if self._numpy_q is not None:
             return self._numpy_q.act(observation)
         with th.no_grad():
-            obs = th.as_tensor(observation[np.newaxis], device=self.device, dtype=self.dtype)
+            obs = th.as_tensor(observation[np.newaxis], device=self.device, dtype=self._obs_dtype)
             return int(self.q_net(obs).argmax(dim=1).item())
 
     def greedy(self, observations: np.ndarray) -> np.ndarray:
         """Greedy actions of the online network for a batch of observations."""
         with th.no_grad():
-            obs = th.as_tensor(observations, device=self.device, dtype=self.dtype)
+            obs = th.as_tensor(observations, device=self.device, dtype=self._obs_dtype)
             return self.q_net(obs).argmax(dim=1).cpu().numpy()
 
     def update(self, samples: ReplayBufferSamples) -> UpdateResult:
