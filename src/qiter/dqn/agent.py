@@ -191,7 +191,7 @@ def make_buffer(
 
 
 #: The config keys that fix the Q-network's shape (named when a checkpoint's network does not fit).
-SHAPE_KEYS = "n_hidden_units, n_hidden_layers, dueling"
+SHAPE_KEYS = "network, n_hidden_units, n_hidden_layers, dueling"
 
 
 def require_network_input(env: gym.Env) -> None:
