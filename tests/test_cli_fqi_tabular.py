@@ -36,6 +36,7 @@ def _interval(out: str, label: str) -> tuple[float, float]:
     return float(mean), float(half)
 
 
+@pytest.mark.slow
 def test_tabular_slippery_frozen_lake(capsys: pytest.CaptureFixture[str]) -> None:
     """1000 evaluation episodes by default, on the same seeds for both: the optimal policy is not beaten."""
     assert main(["tabular", "FrozenLake-v1", "--episodes", "2000", "--seed", "0", "--no-progress"]) == 0

@@ -158,6 +158,7 @@ class _TargetEnv(gym.Env):
 gym.register(id="QiterTestTarget-v0", entry_point=_TargetEnv)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["td3", "ddpg", "naf", "cem"])
 def test_every_agent_learns_the_best_action_of_a_one_step_task(algo: str) -> None:
     config = _config(algo, env_id="QiterTestTarget-v0", n_timesteps=800, learning_starts=100, batch_size=32,

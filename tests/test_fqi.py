@@ -155,6 +155,7 @@ def test_bad_inputs(cartpole: OfflineData) -> None:
         fitted_q_iteration(cartpole, LinearRegression, action_encoding="binary")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_fqi_knn_learns_cartpole() -> None:
     """The seed's setting: kNN (k=30), 50k random transitions, 20 iterations, gamma 0.99."""
     data = collect_data("CartPole-v1", n_steps=50_000, seed=1)

@@ -93,6 +93,7 @@ def test_optimal_q_of_hand_built_chain() -> None:
     np.testing.assert_allclose(q[-1], mean_rewards[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_double_dqn_overestimates_less_than_dqn(seed: int) -> None:
     dqn, double = q_bias(seed, double_dqn=False), q_bias(seed, double_dqn=True)

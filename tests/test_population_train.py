@@ -24,6 +24,7 @@ def _config(steps: int, *overrides: str) -> DQNConfig:
     )
 
 
+@pytest.mark.slow
 def test_population_learns_cartpole_and_is_deterministic(tmp_path: Path) -> None:
     """Eight agents with the seed's settings learn in 6k steps (random play scores ~20); the folder holds per-agent curves, the table and the plot; the best agent is a checkpoint
     that qiter.load_agent evaluates to its population score."""

@@ -64,6 +64,7 @@ def test_cliff_walking_matches_value_iteration() -> None:
     assert evaluate_q_table(env, q_table, n_episodes=3, seed=0) == (-13.0, 0.0)
 
 
+@pytest.mark.slow
 def test_taxi_learns() -> None:
     env = make_env("Taxi-v4")
     q_table = q_learning(env, n_episodes=3_000, learning_rate=0.5, gamma=0.99, exploration_rate=0.1, seed=0)
