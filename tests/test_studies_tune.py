@@ -165,3 +165,28 @@ def test_sigterm_fails_the_running_trial(tmp_path: Path) -> None:
     assert "Continue with the same command: qiter tune CartPole-v1" in err
     study = optuna.load_study(study_name="dqn-CartPole-v1", storage=f"sqlite:///{out / 'study.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_a_trial_that_cannot_run_fails_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trial whose values diverge (or cannot run) fails with its reason in one line; the study goes on."""
+    import qiter.run_loop
+    from qiter.run_loop import DivergenceError
+
+    real_train = qiter.run_loop.train
+    calls: list[int] = []
+
+    def diverge_once(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise DivergenceError("training diverged at step 300: loss is nan")
+        return real_train(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(qiter.run_loop, "train", diverge_once)
+    argv = ["tune", "CartPole-v1", "--trials", "2", "--budget", "600", "--seed", "0", "--no-plots"]
+    assert main([*argv, "--out", str(tmp_path / "t"), *TINY]) == 0
+    captured = capsys.readouterr()
+    assert "trial 0 fail: training diverged at step 300: loss is nan" in captured.out
+    assert "study dqn-CartPole-v1: 1 complete, 1 fail" in captured.out
+    assert "Traceback" not in captured.err

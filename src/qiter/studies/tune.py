@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import math
 import multiprocessing as mp
 import os
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from qiter.errors import QiterError, RunInterrupted
-from qiter.run_loop import DivergenceError, RunEvents
+from qiter.run_loop import RunEvents
 from qiter.search_space import SearchSpace, draw
 from qiter.studies.workers import StopSignals, StudyInterrupted, command_line, die_with_parent
 
@@ -173,6 +174,21 @@ def _safe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+class TrialFailed(Exception):
+    """A trial whose values could not run (a divergence, a budget too short for them): failed, the study
+    goes on (the reason is printed as the trial's one line)."""
+
+
+class _QuietFailures(logging.Filter):
+    """Drops Optuna's log of a failed trial (a traceback): qiter prints the trial's reason in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            record.levelno == logging.WARNING and message.startswith("Trial ") and " failed" in message
+        )
+
+
 class _Pruning(RunEvents):
     """Reports each periodic evaluation to the trial, and ends a trial the pruner gives up on."""
 
@@ -207,25 +223,28 @@ def _objective(settings: TuneSettings) -> Callable[[optuna.Trial], float]:
             raise optuna.TrialPruned("over the study's number of trials")
         values = draw(trial, space)
         overrides = [*_base_overrides(settings), *(f"{k}={v}" for k, v in values.items())]
-        config = resolve_config(
-            settings.env_id, settings.preset, settings.config_file, overrides, settings.seed,
-            algo=settings.algo,
-        )  # fmt: skip
-        trial.set_user_attr("config", config_to_dict(config))
         trial.set_user_attr("algo", settings.algo)
         run_dir = Path(settings.out) / "trials" / f"trial-{trial.number}"
         print(f"trial {trial.number} started: {_describe(values)}", flush=True)
         try:
+            config = resolve_config(
+                settings.env_id, settings.preset, settings.config_file, overrides, settings.seed,
+                algo=settings.algo,
+            )  # fmt: skip
+            trial.set_user_attr("config", config_to_dict(config))
             result = train(
                 agent_cls, config, run_dir, overwrite=True, progress=False, verbose=0,
                 tensorboard=settings.tensorboard, events=[_Pruning(trial)],
             )  # fmt: skip
         except (RunInterrupted, KeyboardInterrupt):
-            # Stopped by a signal: Optuna marks the trial failed (not left running) and raises it on; its
-            # log of the failure, a traceback, says nothing the interruption's message does not.
+            # Stopped by a signal: Optuna marks the trial failed (not left running) and raises it on.
             trial.set_user_attr("interrupted", True)
-            optuna.logging.set_verbosity(optuna.logging.ERROR)
             raise
+        except QiterError as exc:
+            # These values cannot run (they diverged, or the budget is too short for them): the trial fails,
+            # with its reason, and the study goes on.
+            trial.set_user_attr("failure", str(exc))
+            raise TrialFailed(str(exc)) from None
         assert result.final_evaluation is not None
         return result.final_evaluation.mean_return
 
@@ -240,6 +259,8 @@ def _report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     if trial.user_attrs.get("surplus"):
         return
     value = "" if trial.value is None else f": return {trial.value:.1f}"
+    if trial.user_attrs.get("failure"):
+        value = f": {trial.user_attrs['failure']}"
     if trial.intermediate_values and trial.state.name == "PRUNED":
         step = max(trial.intermediate_values)
         value = f" at step {step} (return {trial.intermediate_values[step]:.1f})"
@@ -274,12 +295,13 @@ def run_worker(settings: TuneSettings) -> None:
 
     # A signal between two runs interrupts at once (Optuna then fails the trial it is in, if any); while a
     # run steps, the run's own guard takes it and the run saves first.
+    quiet, optimize_log = _QuietFailures(), logging.getLogger("optuna.study._optimize")
+    optimize_log.addFilter(quiet)
     with warnings.catch_warnings(), StopSignals(interrupt=True) as signals:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            # A diverged trial fails (its return is no number) and the study goes on.
             study.optimize(
-                _objective(settings), callbacks=[enough], catch=(DivergenceError,), gc_after_trial=False
+                _objective(settings), callbacks=[enough], catch=(TrialFailed,), gc_after_trial=False
             )
         except (RunInterrupted, KeyboardInterrupt) as exc:
             signum = exc.signum if isinstance(exc, RunInterrupted) else signals.signum or signal.SIGINT
@@ -288,6 +310,8 @@ def run_worker(settings: TuneSettings) -> None:
             if stopped:
                 what += f"; trial {stopped[-1]} marked failed"
             raise StudyInterrupted(signum, what + ")", command_line()) from None
+        finally:
+            optimize_log.removeFilter(quiet)
 
 
 def _worker_main(values: dict[str, Any], parent_pid: int) -> None:
