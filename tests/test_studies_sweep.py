@@ -257,3 +257,29 @@ def test_signals_stop_the_workers_and_the_sweep_resumes(tmp_path: Path) -> None:
     with pytest.warns(QiterWarning, match="empty replay buffer"):  # checkpoints without --save-buffer
         results = run_sweep(planned, jobs=1, progress=False)
     assert [r["status"] for r in results] == ["resumed", "resumed"]
+
+
+def test_progress_counts_the_steps_trained_here() -> None:
+    """A resumed run's earlier steps leave the bar's total (no jump, no false rate); runs not trained here
+    leave it whole."""
+    from qiter.studies.sweep import SweepRun, _Follow, _Tally
+
+    class Bar:
+        total: float | None = 30_000
+        n = 0
+
+        def update(self, steps: int) -> None:
+            self.n += steps
+
+    bar = Bar()
+    tally = _Tally(bar)
+    runs = [SweepRun(f"default/seed-{s}", "default", s, Path(), {"n_timesteps": 10_000}) for s in range(3)]
+    follow = _Follow(runs[0].key, tally, None)
+    follow.on_episode(8_200, -150.0, 200)  # resumed at 8000: the first episode after it
+    follow.on_episode(8_400, -150.0, 200)
+    assert (bar.total, bar.n) == (22_000, 400)
+    _Follow(runs[1].key, tally, None, n_envs=4).on_episode(800, 20.0, 200)  # a new run, 4 env copies
+    assert (bar.total, bar.n) == (22_000, 1_200)
+    tally.drop(runs[2])  # done elsewhere
+    tally.finish(runs[0])
+    assert (bar.total, bar.n) == (12_000, 2_000 + 800)

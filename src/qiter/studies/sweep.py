@@ -197,15 +197,22 @@ def _stopped(signum: int) -> None:
 
 
 class _Follow(RunEvents):
-    """Reports a run's steps to the sweep's progress display, and its heartbeat to the shared table."""
+    """Reports a run's steps to the sweep's progress display, and its heartbeat to the shared table.
 
-    def __init__(self, key: str, progress: Any, table: Any) -> None:
-        self.key, self.progress, self.table = key, progress, table
+    The display counts the steps trained in this sweep: a resumed run starts fresh episodes at its
+    checkpoint's step, so its first episode tells where it started (``step - length * n_envs``).
+    """
+
+    def __init__(self, key: str, progress: Any, table: Any, n_envs: int = 1) -> None:
+        self.key, self.progress, self.table, self.n_envs = key, progress, table, n_envs
         self.last_beat = time.monotonic()
+        self.start: int | None = None
 
     def on_episode(self, step: int, episode_return: float, episode_length: int) -> None:
         if self.progress is not None:
-            self.progress.put((self.key, step))
+            if self.start is None:
+                self.start = max(step - episode_length * self.n_envs, 0)
+            self.progress.put((self.key, step - self.start, self.start))
         if self.table is not None and time.monotonic() - self.last_beat > BEAT_EVERY:
             self.last_beat = time.monotonic()
             self.table.beat(self.key)
@@ -268,7 +275,7 @@ def _run_one(
             progress=False,
             verbose=0,
             tensorboard=tensorboard,
-            events=[_Follow(run.key, progress, table)],
+            events=[_Follow(run.key, progress, table, int(run.config.get("n_envs", 1)))],
         )
     except RunInterrupted as exc:  # saved at its step: the sweep started again resumes it
         if table is not None:
@@ -310,16 +317,41 @@ def _worker_signal(signum: int, frame: FrameType | None) -> None:
     _stopped(signum)
 
 
-class _LocalProgress:
-    """The progress queue's ``put`` for runs in this process: the bar follows each episode directly."""
+class _Tally:
+    """The sweep's progress bar: the steps its runs train here, out of the steps they have left.
 
-    def __init__(self, bar: Any, done_steps: dict[str, int]) -> None:
-        self.bar, self.done_steps = bar, done_steps
+    Its ``put`` takes ``(run key, steps trained, step it started at)`` (from a worker's queue, or directly
+    for runs in this process); a resumed run's earlier steps leave the total, so the rate is true.
+    """
 
-    def put(self, item: tuple[str, int]) -> None:
-        key, step = item
-        self.done_steps[key] = max(self.done_steps.get(key, 0), step)
-        self.bar.update(sum(self.done_steps.values()) - self.bar.n)
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+        self.trained: dict[str, int] = {}
+        self.starts: dict[str, int] = {}
+
+    def put(self, item: tuple[str, int, int]) -> None:
+        key, trained, start = item
+        if key not in self.starts:
+            self.starts[key] = start
+            self.bar.total = (self.bar.total or 0) - start
+        self.trained[key] = max(self.trained.get(key, 0), trained)
+        self.refresh()
+
+    def finish(self, run: SweepRun) -> None:
+        """A run trained here ended: all its steps are done."""
+        self.trained[run.key] = int(run.config["n_timesteps"]) - self.starts.get(run.key, 0)
+        self.refresh()
+
+    def drop(self, run: SweepRun) -> None:
+        """A run not trained here (done or running elsewhere, not started): its steps leave the total."""
+        self.bar.total = (self.bar.total or 0) - (
+            int(run.config["n_timesteps"]) - self.starts.pop(run.key, 0)
+        )
+        self.trained.pop(run.key, None)
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.bar.update(sum(self.trained.values()) - self.bar.n)
 
 
 def run_sweep(
@@ -375,8 +407,8 @@ def run_sweep(
     order = {r.key: i for i, r in enumerate(planned)}
     results.sort(key=lambda r: order[r["key"]])
     if signum is not None:
-        what = f"sweep stopped ({_counts(results)}; each interrupted run saved its latest.pt)"
-        raise StudyInterrupted(signum, what, command or command_line())
+        state = f"{_counts(results)}; each interrupted run saved its latest.pt"
+        raise StudyInterrupted(signum, "sweep", state, command or command_line())
     return results
 
 
@@ -397,29 +429,27 @@ def _run_todo(
 
     total = sum(int(r.config["n_timesteps"]) for r in todo)
     bar = tqdm(total=total, unit="step", desc=f"sweep ({len(todo)} runs)", disable=not progress)
-    done_steps: dict[str, int] = {}
+    tally = _Tally(bar)
     finished: list[str] = []
-
-    def refresh() -> None:
-        bar.update(sum(done_steps.values()) - bar.n)
 
     def record(run: SweepRun, result: dict[str, Any]) -> None:
         results.append(result)
         finished.append(run.key)
-        if result["status"] in ("done", "resumed"):
-            done_steps[run.key] = int(run.config["n_timesteps"])
+        if result["status"] == "resumed" and run.key not in tally.starts:
+            tally.drop(run)  # resumed within its last episode: where it started is not known, a few steps
             bar.write(f"{run.key}: return {result.get('mean_return', float('nan')):.1f}")
-        else:  # done or running elsewhere: not this process's steps
-            done_steps.pop(run.key, None)
-            bar.total = (bar.total or 0) - int(run.config["n_timesteps"])
-        refresh()
+        elif result["status"] in ("done", "resumed"):
+            tally.finish(run)
+            bar.write(f"{run.key}: return {result.get('mean_return', float('nan')):.1f}")
+        elif result["status"] != "interrupted":  # done or running elsewhere, not started: not steps of here
+            tally.drop(run)
         bar.set_postfix(runs=f"{len(finished)}/{len(todo)}", refresh=False)
 
     try:
         if jobs == 1:
             # In this process: no worker start-up, which costs seconds of imports. A run's own guard takes
             # the signals while it steps; between runs they land here.
-            local = _LocalProgress(bar, done_steps) if progress else None
+            local = tally if progress else None
             with StopSignals() as signals:
                 for run in todo:
                     if signals.signum is not None:
@@ -427,9 +457,7 @@ def _run_todo(
                     record(run, _run_one(run, storage, name, tensorboard, local))
             signum = signals.signum
         else:
-            signum = _run_in_pool(
-                todo, jobs, storage, name, tensorboard, progress, record, done_steps, refresh
-            )
+            signum = _run_in_pool(todo, jobs, storage, name, tensorboard, progress, record, tally)
     finally:
         bar.close()
     stopped = [r["signum"] for r in results if r.get("signum") is not None]
@@ -444,11 +472,10 @@ def _run_in_pool(
     tensorboard: bool,
     progress: bool,
     record: Callable[[SweepRun, dict[str, Any]], None],
-    done_steps: dict[str, int],
-    refresh: Callable[[], None],
+    tally: _Tally,
 ) -> int | None:
-    """Run the sweep in ``jobs`` worker processes; ``record`` each result as it comes, ``refresh`` the
-    progress display as the workers' steps (``done_steps``) come in.
+    """Run the sweep in ``jobs`` worker processes; ``record`` each result as it comes, and ``tally`` the
+    steps the workers report.
 
     :return: The signal (SIGINT, SIGTERM) that stopped it: passed on to the workers, whose runs save and
         stop; runs not yet started are cancelled.
@@ -468,8 +495,7 @@ def _run_in_pool(
         try:
             while pending:
                 finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                _drain(steps_queue, done_steps)
-                refresh()
+                _drain(steps_queue, tally)
                 if signals.signum is not None:
                     for future in pending:
                         future.cancel()  # those a worker has not taken; the others start nothing
@@ -486,12 +512,11 @@ def _run_in_pool(
     return signals.signum
 
 
-def _drain(steps_queue: Any, done_steps: dict[str, int]) -> None:
+def _drain(steps_queue: Any, tally: _Tally) -> None:
     if steps_queue is None:
         return
     while True:
         try:
-            key, step = steps_queue.get_nowait()
+            tally.put(steps_queue.get_nowait())
         except queue.Empty:
             return
-        done_steps[key] = max(done_steps.get(key, 0), step)

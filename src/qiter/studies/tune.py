@@ -306,10 +306,8 @@ def run_worker(settings: TuneSettings) -> None:
         except (RunInterrupted, KeyboardInterrupt) as exc:
             signum = exc.signum if isinstance(exc, RunInterrupted) else signals.signum or signal.SIGINT
             stopped = [t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("interrupted")]
-            what = f"study {study.study_name} stopped ({trials_table(study)}"
-            if stopped:
-                what += f"; trial {stopped[-1]} marked failed"
-            raise StudyInterrupted(signum, what + ")", command_line()) from None
+            state = trials_table(study) + (f"; trial {stopped[-1]} marked failed" if stopped else "")
+            raise StudyInterrupted(signum, f"study {study.study_name}", state, command_line()) from None
         finally:
             optimize_log.removeFilter(quiet)
 
@@ -361,10 +359,8 @@ def tune(settings: TuneSettings, jobs: int = 1) -> optuna.Study:
                 worker.terminate()
             raise
         if signals.signum is not None:
-            what = (
-                f"study {study.study_name} stopped ({trials_table(study)}; its workers' trials marked failed)"
-            )
-            raise StudyInterrupted(signals.signum, what, command_line())
+            state = f"{trials_table(study)}; its workers' running trials marked failed"
+            raise StudyInterrupted(signals.signum, f"study {study.study_name}", state, command_line())
         failed = [w.exitcode for w in workers if w.exitcode != 0]
         if failed:
             raise QiterError(f"{len(failed)} of {jobs} tuning workers failed (exit codes {failed})")

@@ -122,11 +122,14 @@ class StudyInterrupted(RunInterrupted):
     ``128 + signum``, as for one run); the same command started again continues it.
 
     :param signum: The signal.
-    :param what: What stopped and how it was left (``"sweep (2 done, 1 interrupted)"``).
+    :param what: What stopped (``"sweep"``, ``"study dqn-CartPole-v1"``).
+    :param state: How it was left (``"2 done, 1 interrupted"``).
     :param command: The command that continues it.
     """
 
-    def __init__(self, signum: int, what: str, command: str) -> None:
+    def __init__(self, signum: int, what: str, state: str, command: str) -> None:
         self.signum, self.command, self.step, self.run_dir = signum, command, 0, Path()
         name = signal.Signals(signum).name
-        QiterError.__init__(self, f"{what}, interrupted by {name}. Continue with the same command: {command}")
+        QiterError.__init__(
+            self, f"{what} interrupted by {name} ({state}). Continue with the same command: {command}"
+        )
