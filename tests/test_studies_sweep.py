@@ -283,3 +283,26 @@ def test_progress_counts_the_steps_trained_here() -> None:
     tally.drop(runs[2])  # done elsewhere
     tally.finish(runs[0])
     assert (bar.total, bar.n) == (12_000, 2_000 + 800)
+
+
+def test_sweeps_of_every_algorithm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each algorithm's sweep plans with its own config class and presets; DQN on discretized actions
+    runs as a sweep too."""
+    for algo, key, starts in (
+        ("ddpg", "n_critics", 10_000),
+        ("naf", "hidden_sizes", 5_000),
+        ("cem", "cem_samples", 1_000),
+    ):
+        (run,) = plan_sweep("Pendulum-v1", [0], {}, tmp_path / algo, algo=algo)
+        assert run.algo == algo and key in run.config
+        assert run.config["learning_starts"] == starts  # the algorithm's Pendulum-v1 preset
+    out = tmp_path / "discretized"
+    sets = ["n_timesteps=400", "learning_starts=200", "evaluation_interval=200", "n_eval_episodes=1"]
+    argv = ["sweep", "Pendulum-v1", "--discretize", "3", "--seeds", "0", "--out", str(out), "--no-progress"]
+    assert main([*argv, *[x for s in sets for x in ("--set", s)]]) == 0
+    assert "runs: 1 done" in capsys.readouterr().out
+    result = json.loads((out / "default" / "seed-0" / "eval.json").read_text())
+    assert result["algo"] == "dqn-discretized"
+    assert yaml.safe_load((out / "default" / "seed-0" / "config.yaml").read_text())["discretize"] == 3
+    assert main([*argv, "--algo", "td3"]) == 2
+    assert "--discretize is for --algo dqn" in capsys.readouterr().err
