@@ -21,6 +21,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -407,7 +408,9 @@ def run_sweep(
     order = {r.key: i for i, r in enumerate(planned)}
     results.sort(key=lambda r: order[r["key"]])
     if signum is not None:
-        state = f"{_counts(results)}; each interrupted run saved its latest.pt"
+        state = _counts(results)
+        if any(r["status"] == "interrupted" for r in results):
+            state += "; each interrupted run saved its latest.pt"
         raise StudyInterrupted(signum, "sweep", state, command or command_line())
     return results
 
@@ -501,8 +504,7 @@ def _run_in_pool(
                         future.cancel()  # those a worker has not taken; the others start nothing
                 for future in finished:
                     run = pending.pop(future)
-                    cancelled = future.cancelled()
-                    record(run, {"key": run.key, "status": "not started"} if cancelled else future.result())
+                    record(run, _outcome(run, future, signals.signum))
         except BaseException:
             for future in pending:
                 future.cancel()
@@ -510,6 +512,16 @@ def _run_in_pool(
     if steps_queue is not None:
         steps_queue.close()
     return signals.signum
+
+
+def _outcome(run: SweepRun, future: Future[dict[str, Any]], signum: int | None) -> dict[str, Any]:
+    """The summary of a run a worker had, cancelled, or lost with a worker the signal ended as it started."""
+    if future.cancelled():
+        return {"key": run.key, "status": "not started"}
+    if signum is not None and isinstance(future.exception(), BrokenProcessPool):
+        # The signal ended a worker as it started, and the pool with it.
+        return {"key": run.key, "status": "stopped" if run.run_dir.exists() else "not started"}
+    return future.result()
 
 
 def _drain(steps_queue: Any, tally: _Tally) -> None:

@@ -70,7 +70,8 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
 
 class StopSignals:
     """SIGINT and SIGTERM of a process that drives a study: the first is recorded in :attr:`signum` and passed
-    on to the workers (their runs save and stop); a second interrupts at once (``KeyboardInterrupt``).
+    on to the workers as SIGTERM (their runs save and stop); a second interrupts at once
+    (``KeyboardInterrupt``).
 
     Used as a context manager around the study (handlers are only set in the main thread; elsewhere the
     signals keep their default behaviour). A run trained in this process replaces the handlers while it
@@ -94,7 +95,9 @@ class StopSignals:
         self.signum = signum
         for pid in self.workers():
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
+                # SIGTERM whatever came: a run takes both alike, and a worker still importing at that moment
+                # ends quietly (SIGINT would print its KeyboardInterrupt's traceback).
+                os.kill(pid, signal.SIGTERM)
         if self.interrupt:
             raise KeyboardInterrupt
 
