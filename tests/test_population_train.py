@@ -35,15 +35,12 @@ def test_population_learns_cartpole_and_is_deterministic(tmp_path: Path) -> None
     assert result.eval_steps == [1000, 2000, 3000, 4000, 5000, 6000]
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == [
-        "agents",
-        "agents.csv",
-        "config.yaml",
-        "curves.png",
-        "summary.md",
-    ]
+        "agents", "agents.csv", "checkpoints", "config.yaml", "curves.png", "eval.csv", "eval.json",
+        "summary.md", "tb", "train.csv",
+    ]  # fmt: skip
     assert len(list((run / "agents").glob("agent_*.csv"))) == 8
     rows = (run / "agents" / "agent_0003.csv").read_text().splitlines()
-    assert rows[0] == "step,train_return,eval_return" and len(rows) == 7
+    assert rows[0] == "step,train_return,eval_return,loss,mean_q,wall_time" and len(rows) == 7
     from qiter.population.train import save_agent
 
     best = result.best_agent

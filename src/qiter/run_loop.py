@@ -48,6 +48,7 @@ __all__ = [
     "RunState",
     "TrainResult",
     "check_env",
+    "checkpoint_state",
     "make_envs",
     "train",
 ]
@@ -297,7 +298,7 @@ def train(
         envs.close()
         eval_env.close()
     wall_time = time.perf_counter() - start_time
-    life.checkpoint("latest.pt", state.step, lambda: _checkpoint_state(agent, config, state))
+    life.checkpoint("latest.pt", state.step, lambda: checkpoint_state(agent, config, state))
     life.raise_if_interrupted(state.step, f"qiter train --resume {life.run_path}")
     result = TrainResult(
         agent=agent,
@@ -335,7 +336,7 @@ def _start(
     return agent, state
 
 
-def _checkpoint_state(agent: Agent, config: RunConfig, state: RunState) -> dict[str, Any]:
+def checkpoint_state(agent: Agent, config: RunConfig, state: RunState) -> dict[str, Any]:
     """What a single agent's checkpoint holds: the agent, the config, the counters, torch's generator."""
     return {
         "format": agent.checkpoint_format,
@@ -419,7 +420,7 @@ class _Loop:
                     state.stopped_early = True
                     break
                 if self.checkpoint_due.due(step):
-                    life.checkpoint("latest.pt", step, lambda: _checkpoint_state(agent, config, state))
+                    life.checkpoint("latest.pt", step, lambda: checkpoint_state(agent, config, state))
 
     def episodes_ended(self, finished: list[tuple[float, int]]) -> None:
         """Count the episodes that ended at this step, log them, tell the events."""
@@ -471,7 +472,7 @@ class _Loop:
             )
         stop = life.evaluation(step, mean, std, agent)
         if mean > best_mean:
-            life.checkpoint("best.pt", step, lambda: _checkpoint_state(agent, config, state))
+            life.checkpoint("best.pt", step, lambda: checkpoint_state(agent, config, state))
         if config.stop_at_return is not None and mean >= config.stop_at_return:
             stop = True
             if life.verbose:

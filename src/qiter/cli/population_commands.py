@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,15 @@ def register(subparsers: Any) -> None:
         "learning curves, a table and an aggregate plot in one folder. Settings as in `qiter train` "
         "(preset named like the env, --preset, --config, --set); --sweep spreads values over the agents.",
     )
-    p.add_argument("env_id", help="CartPole-v1, Acrobot-v1 or MountainCar-v0")
-    p.add_argument("--agents", type=int, required=True, help="number of agents N")
+    p.add_argument("env_id", nargs="?", help="CartPole-v1, Acrobot-v1 or MountainCar-v0")
+    p.add_argument("--agents", type=int, help="number of agents N")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the population in RUN_DIR from its latest checkpoint, to the bit (--steps, --set and "
+        "--config may change what does not fix the shapes of the saved arrays)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
     p.add_argument("--steps", type=int, help="environment steps per agent (n_timesteps)")
     p.add_argument("--device", help="cpu (default) or cuda")
     p.add_argument(
@@ -74,8 +82,7 @@ def parse_sweeps(items: list[str]) -> dict[str, list[str]]:
 
 def _population(args: argparse.Namespace) -> int:
     from qiter import runs
-    from qiter.population.report import summary_table, write_run
-    from qiter.population.train import save_agent, train
+    from qiter.population.train import check_population, resume_settings, save_agent, train
     from qiter.resolve import resolve_config
 
     overrides = list(args.overrides)
@@ -85,38 +92,61 @@ def _population(args: argparse.Namespace) -> int:
         overrides.append(f"device={args.device}")
     if args.eval_episodes is not None and args.eval_episodes < 1:
         raise QiterError("--eval-episodes must be at least 1")
-    config = resolve_config(args.env_id, args.preset, args.config, overrides, args.seed)
-    sweep = parse_sweeps(args.sweep)
-    if args.run_dir is not None:
-        folder = Path(args.run_dir)
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise QiterError(f"{folder} exists and is not an empty folder: choose another --run-dir")
-    # Every check (env, options, sweep, device, memory) runs inside train before any work; the folder is
-    # written only once training has finished, so a mistake or an interruption leaves nothing behind.
+    if args.resume is not None:
+        if args.env_id is not None or args.preset is not None or args.run_dir is not None or args.overwrite:
+            raise QiterError(
+                "--resume continues a population with its own config: use --steps, --set or --config to "
+                "change it"
+            )
+        if args.sweep:
+            raise QiterError("--resume keeps the population's sweep: leave out --sweep")
+        run_dir = Path(args.resume)
+        config, n_agents, sweep = resume_settings(run_dir, overrides, args.config)
+        if args.seed is not None:
+            config = replace(config, seed=args.seed)  # refused below if it differs: it names the agents
+        if args.agents is not None:
+            n_agents = args.agents  # refused below if it differs
+    else:
+        if args.env_id is None:
+            raise QiterError(
+                "give an environment id (e.g. `qiter population CartPole-v1 --agents 8`) or --resume RUN_DIR"
+            )
+        if args.agents is None:
+            raise QiterError("--agents is required: the number of agents N")
+        config = resolve_config(args.env_id, args.preset, args.config, overrides, args.seed)
+        sweep = parse_sweeps(args.sweep)
+        n_agents = args.agents
+        # Every check (env, options, sweep, device, memory) before a run folder exists: a mistake leaves
+        # nothing behind.
+        check_population(config, n_agents, sweep, args.workers)
+        if args.run_dir is not None:
+            run_dir = runs.claim_run_dir(args.run_dir, overwrite=args.overwrite)
+        else:
+            run_dir = runs.make_run_dir(args.runs_dir, config.env_id, "population", config.seed)
+        if not args.quiet:
+            print(f"Run folder: {run_dir}")
     result = train(
         config,
-        args.agents,
+        n_agents,
         sweep,
+        run_dir,
         final_eval_episodes=args.eval_episodes,
         progress=not args.quiet,
         workers=args.workers,
         cuda_graphs=not args.no_cuda_graphs,
+        resume=args.resume is not None,
+        overwrite=args.overwrite,
     )
-    if args.run_dir is not None:
-        run_dir = Path(args.run_dir)
-    else:
-        run_dir = runs.make_run_dir(args.runs_dir, config.env_id, "population", config.seed)
-    write_run(result, run_dir, sweep)
     if args.save_best:
         save_agent(result, result.best_agent, run_dir / "best.pt")
     if not args.quiet:
-        print(f"Run folder: {run_dir}")
         print(
-            f"Trained {args.agents} agents x {config.n_timesteps} steps in {result.wall_time:.1f} s "
+            f"Trained {n_agents} agents x {config.n_timesteps} steps in {result.wall_time:.1f} s "
             f"({result.agent_steps_per_second:,.0f} agent-steps/s, {result.backend} backend on {config.device}, "
             f"{result.workers} process{'es' if result.workers > 1 else ''})"
         )
-    print(summary_table(result, sweep))
+    # The table is in the run folder already (its bootstrap intervals take seconds to compute again).
+    print((run_dir / "summary.md").read_text().rstrip())
     best = result.best_agent
     message = f"Best agent: {best} (seed {result.configs[best].seed}), final return {result.final_returns[best]:.2f}"
     if args.save_best:

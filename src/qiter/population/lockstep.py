@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch as th
@@ -81,6 +82,10 @@ class Population:
         self.episode_returns = ops.zeros((n,), "float64")
         self.finished_sum = ops.zeros((n,), "float64")
         self.finished_count = ops.zeros((n,), "int64")
+        # Each agent's loss and mean Q summed over the gradient steps since the last take_metrics().
+        self.loss_sum = ops.zeros((n,), "float64")
+        self.q_sum = ops.zeros((n,), "float64")
+        self.updates = 0
         # The step as a 0-d device tensor once use_device_counters() is called (a CUDA graph's), else None.
         self.clock: Array | None = None
         self.graphs: StepGraphs | None = None
@@ -156,6 +161,7 @@ class Population:
             self.learner.update_target(self.ops.asarray(due, "bool"), tau=cfg.tau)
         if step <= cfg.learning_starts or step % cfg.update_interval:
             return
+        self.updates += cfg.gradient_steps
         for _ in range(cfg.gradient_steps):
             if self.graphs is not None:
                 self.graphs.gradient_step()
@@ -164,7 +170,20 @@ class Population:
 
     def gradient_step(self) -> None:
         """One gradient step of every agent on its own minibatch (what a CUDA graph captures)."""
-        self.learner.update(*self.buffer.sample(self.config.batch_size))
+        loss, mean_q = self.learner.update(*self.buffer.sample(self.config.batch_size))
+        self.loss_sum += loss
+        self.q_sum += mean_q
+
+    def take_metrics(self) -> dict[str, np.ndarray]:
+        """Each agent's mean loss and mean Q over the gradient steps since the last call (empty if none)."""
+        if self.updates == 0:
+            return {}
+        ops, n = self.ops, self.updates
+        out = {"loss": ops.to_numpy(self.loss_sum) / n, "mean_q": ops.to_numpy(self.q_sum) / n}
+        self.loss_sum *= 0
+        self.q_sum *= 0
+        self.updates = 0
+        return out
 
     def take_finished(self) -> np.ndarray:
         """Mean return of the episodes each agent finished since the last call (NaN where none)."""
@@ -200,6 +219,97 @@ class Population:
     def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Every agent's layers as host arrays (:meth:`PopulationLearner.layers`)."""
         return self.learner.layers()
+
+    # -- saving and restoring ----------------------------------------------------------------------------
+
+    def state_dict(self, step: int) -> dict[str, Any]:
+        """Everything the population's future depends on, as host values: ``"arrays"`` (each with a
+        leading agent axis, so the states of slices concatenate: weights, targets, Adam's moments, the
+        filled part of the replay buffers, the environments' states, the observations and running
+        returns) and ``"counters"`` (the same for every agent: Adam's steps, the buffers' position, size
+        and samples, the environments' draws, which are also the random streams' counters).
+
+        :param step: The steps done so far (kept to check a restore against it).
+        """
+        ops, n = self.ops, self.n
+        buffer = self.buffer
+        size = _host_int(buffer.size)
+        arrays: dict[str, Array] = {f"learner.{k}": v for k, v in learner_arrays(self.learner).items()}
+        arrays["buffer.table"] = buffer.table.reshape(n, buffer.capacity, -1)[:, :size]
+        arrays |= {
+            "env.state": self.env.state, "env.elapsed": self.env.elapsed, "observations": self.observations,
+            "episode_returns": self.episode_returns, "finished_sum": self.finished_sum,
+            "finished_count": self.finished_count, "loss_sum": self.loss_sum, "q_sum": self.q_sum,
+        }  # fmt: skip
+        counters = {
+            "step": step, "adam_steps": _host_int(self.learner.step_count), "buffer.pos": _host_int(buffer.pos),
+            "buffer.size": size, "buffer.samples": _host_int(buffer.samples), "env.draws": _host_int(self.env.draws),
+            "updates": self.updates,
+        }  # fmt: skip
+        return {"arrays": {k: ops.to_numpy(v).copy() for k, v in arrays.items()}, "counters": counters}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (of this slice's agents) in place: the run continues to the bit."""
+        ops, n = self.ops, self.n
+        arrays, counters = state["arrays"], state["counters"]
+        targets = {f"learner.{k}": v for k, v in learner_arrays(self.learner).items()}
+        targets |= {
+            "env.state": self.env.state, "env.elapsed": self.env.elapsed, "observations": self.observations,
+            "episode_returns": self.episode_returns, "finished_sum": self.finished_sum,
+            "finished_count": self.finished_count, "loss_sum": self.loss_sum, "q_sum": self.q_sum,
+        }  # fmt: skip
+        for key, target in targets.items():
+            ops.copy_into(target, ops.asarray(arrays[key], _dtype_name(arrays[key])))
+        size = int(counters["buffer.size"])
+        table = self.buffer.table.reshape(n, self.buffer.capacity, -1)
+        ops.copy_into(table[:, :size], ops.asarray(arrays["buffer.table"], "float32"))
+        buffer, env = self.buffer, self.env
+        buffer.pos = _set_counter(ops, buffer.pos, counters["buffer.pos"])
+        buffer.size = _set_counter(ops, buffer.size, size)
+        buffer.samples = _set_counter(ops, buffer.samples, counters["buffer.samples"])
+        env.draws = _set_counter(ops, env.draws, counters["env.draws"])
+        self.learner.step_count = _set_counter(ops, self.learner.step_count, counters["adam_steps"])
+        self.updates = int(counters["updates"])
+        if self.clock is not None:
+            self.clock = _set_counter(ops, self.clock, counters["step"])
+
+
+def learner_arrays(learner: PopulationLearner) -> dict[str, Array]:
+    """The learner's state as arrays with a leading agent axis (views, not copies): per tensor of the
+    network, its parameters, target parameters and Adam's two moments. Adam's step count is kept apart
+    (one for all agents)."""
+    shapes = [(tuple(w.shape), tuple(b.shape)) for w, b in zip(learner.weights, learner.biases)]
+    out: dict[str, Array] = {}
+    flats = {
+        "params": learner.params,
+        "target_params": learner.target_params,
+        "exp_avg": learner.adam.exp_avg,
+        "exp_avg_sq": learner.adam.exp_avg_sq,
+    }
+    for name, flat in flats.items():
+        weights, biases = learner._views(flat, shapes)
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            out[f"{name}.{i}.weight"], out[f"{name}.{i}.bias"] = w, b
+    return out
+
+
+def _host_int(x: int | Array) -> int:
+    """A counter's value, whether a host integer or a 0-d device tensor."""
+    return x if isinstance(x, int) else int(x.item())
+
+
+def _set_counter(ops: Ops, current: int | Array, value: int) -> int | Array:
+    """``value`` in the counter's form: a host integer, or written into its 0-d device tensor in place (a
+    captured CUDA graph reads that memory)."""
+    if isinstance(current, int):
+        return int(value)
+    ops.copy_into(current, ops.asarray(int(value), "int64"))
+    return current
+
+
+def _dtype_name(x: np.ndarray) -> str:
+    return {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64", np.dtype(np.int64): "int64",
+            np.dtype(np.bool_): "bool"}[np.asarray(x).dtype]  # fmt: skip
 
 
 class StepGraphs:

@@ -1,9 +1,16 @@
-"""A population's run folder: per-agent learning curves (CSV), a table, an aggregate plot.
+"""A population's reports, written once it has finished: a table per agent, a summary, an aggregate plot.
 
-Layout::
+The run folder is the lifecycle's (:mod:`qiter.lifecycle`), filled as the run goes::
 
-    RUN_DIR/config.yaml          the base config, the number of agents and the sweep
-    RUN_DIR/agents/agent_0000.csv  step, train_return (episodes ended in the last 1000 steps), eval_return
+    RUN_DIR/config.yaml            the base config, the number of agents and the sweep
+    RUN_DIR/agents/agent_0000.csv  per log point: train_return (episodes ended in the last 1000 steps),
+                                   eval_return (at evaluation points), loss, mean_q
+    RUN_DIR/train.csv, eval.csv    the same over the agents: IQM, min, max (and TensorBoard, tb/)
+    RUN_DIR/checkpoints/latest.pt  the whole population (qiter population --resume RUN_DIR)
+    RUN_DIR/eval.json              the final evaluation
+
+and at the end, by this module::
+
     RUN_DIR/agents.csv           one row per agent: seed, swept values, final and best evaluation
     RUN_DIR/summary.md           the table per sweep combination: IQM, mean, fraction at the best return
     RUN_DIR/curves.png           evaluation IQM over agents with a 95% bootstrap band, per combination
@@ -21,8 +28,7 @@ from typing import Any
 import numpy as np
 
 from qiter.config import config_to_dict
-from qiter.population.train import PopulationResult
-from qiter.runs import save_config
+from qiter.population.result import PopulationResult
 from qiter.studies.report import Group, RunRecord, iqm_interval
 
 
@@ -36,25 +42,9 @@ def groups(result: PopulationResult, sweep: Mapping[str, Sequence[Any]]) -> dict
     return out
 
 
-def write_run(result: PopulationResult, run_dir: str | Path, sweep: Mapping[str, Sequence[Any]]) -> Path:
-    """Write the folder described in the module docstring; return it."""
+def write_reports(result: PopulationResult, run_dir: str | Path, sweep: Mapping[str, Sequence[Any]]) -> Path:
+    """Write ``agents.csv``, ``summary.md`` and ``curves.png`` (see the module docstring); return the folder."""
     folder = Path(run_dir)
-    (folder / "agents").mkdir(parents=True, exist_ok=True)
-    base = config_to_dict(result.configs[0])
-    base.pop("seed")
-    save_config(folder, {**base, "n_agents": len(result.configs), "seed": result.configs[0].seed,
-                         "sweep": {k: [str(v) for v in vs] for k, vs in sweep.items()}})  # fmt: skip
-    evals = dict(zip(result.eval_steps, result.eval_returns))
-    trains = dict(zip(result.log_steps, result.train_returns))
-    steps = sorted(set(evals) | set(trains))
-    for i in range(len(result.configs)):
-        with open(folder / "agents" / f"agent_{i:04d}.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["step", "train_return", "eval_return"])
-            for s in steps:
-                writer.writerow(
-                    [s, _cell(trains[s][i]) if s in trains else "", _cell(evals[s][i]) if s in evals else ""]
-                )
     swept = [k for k in sweep if k != "seed"]
     best_evals = np.nanmax(np.stack(result.eval_returns), axis=0)
     with open(folder / "agents.csv", "w", newline="") as f:

@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import multiprocessing as mp
 import os
+import signal
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -45,6 +46,10 @@ def default_workers(n_agents: int) -> int:
 
 def _serve(conn: Connection, configs: list[DQNConfig], backend: str, threads: int | None) -> None:
     """A worker: build the slice's population, then run the commands that arrive until ``close``."""
+    # Ctrl-C in a terminal reaches the whole process group: the parent alone decides to stop, after the
+    # step, and asks the workers for their state to save; SIGTERM likewise goes through the parent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if threads is not None:
         threadpool_limits(threads, user_api="blas")
         th.set_num_threads(threads)
@@ -108,7 +113,7 @@ class WorkerSlice:
             self.conn.send(("close", ()))
         self.process.join(timeout=5)
         if self.process.is_alive():
-            self.process.terminate()
+            self.process.kill()  # it ignores SIGTERM
         self.conn.close()
 
 
@@ -150,6 +155,7 @@ class Shards:
     ) -> None:
         workers = max(1, min(workers, len(configs)))
         bounds = np.linspace(0, len(configs), workers + 1).round().astype(int)
+        self.bounds = [int(b) for b in bounds]
         slices = [configs[a:b] for a, b in itertools.pairwise(bounds)]
         self.slices: list[WorkerSlice | LocalSlice] = []
         try:
@@ -181,6 +187,26 @@ class Shards:
             (np.concatenate([p[i][0] for p in parts]), np.concatenate([p[i][1] for p in parts]))
             for i in range(len(parts[0]))
         ]
+
+    def state_dict(self, step: int) -> dict[str, Any]:
+        """The whole population's state (:meth:`Population.state_dict`): the slices' arrays end to end
+        along the agent axis, their counters (equal in every slice: they step in lockstep) once."""
+        parts = self.call("state_dict", step)
+        for part in parts[1:]:
+            if part["counters"] != parts[0]["counters"]:  # pragma: no cover - lockstep guarantees it
+                raise RuntimeError(
+                    f"the slices' counters differ: {part['counters']} vs {parts[0]['counters']}"
+                )
+        arrays = {k: np.concatenate([p["arrays"][k] for p in parts]) for k in parts[0]["arrays"]}
+        return {"arrays": arrays, "counters": parts[0]["counters"]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`, each slice its agents' rows (the split may differ from the saved run's)."""
+        for part, (a, b) in zip(self.slices, itertools.pairwise(self.bounds)):
+            part.submit("load_state_dict", {"arrays": {k: v[a:b] for k, v in state["arrays"].items()},
+                                            "counters": state["counters"]})  # fmt: skip
+        for part in self.slices:
+            part.result()
 
     def close(self) -> None:
         for part in self.slices:

@@ -1,34 +1,67 @@
-"""Training a population: the checks, the training loop, the results and the best agent's checkpoint.
+"""Training a population: the checks, the run on the shared lifecycle, resume, the best agent's checkpoint.
 
 Agent ``i`` is seeded with ``config.seed + i`` and gets its share of the sweep; the population's step is
 :class:`qiter.population.lockstep.Population`'s, and on a CPU with several cores the agents are split
 over processes (:mod:`qiter.population.shards`), which changes no agent's run.
+
+The run is a run of :class:`qiter.lifecycle.RunLifecycle`, as ``qiter train``'s: the folder is claimed
+with ``runs.claim_run_dir``, ``config.yaml`` and the logs (per agent in ``agents/``, aggregates in
+``train.csv``, ``eval.csv`` and TensorBoard) are written as the run goes, the losses and Q-values are
+checked, ``checkpoints/latest.pt`` is written atomically every ``checkpoint_interval`` steps and on
+SIGINT/SIGTERM, and the final evaluation goes to ``eval.json``. A checkpoint holds every array and
+counter the run's future depends on (:meth:`~qiter.population.lockstep.Population.state_dict`), so a
+resumed population ends exactly as the same run left alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from threadpoolctl import threadpool_limits
 
-from qiter.config import config_to_dict, convert_value, field_types, suggest
+from qiter import runs
+from qiter.config import (
+    config_from_dict,
+    config_to_dict,
+    convert_value,
+    convert_values,
+    field_types,
+    parse_overrides,
+    read_config_file,
+    suggest,
+)
 from qiter.dqn.config import DQNConfig
-from qiter.errors import QiterError
+from qiter.errors import QiterError, QiterWarning
+from qiter.lifecycle import DivergenceError, Every, QValueWatch, RunEvents, RunLifecycle
 from qiter.population.array_envs import ArrayEnv, make_array_env
 from qiter.population.arrays import make_ops
 from qiter.population.buffer import buffer_bytes
 from qiter.population.lockstep import layer_sizes
+from qiter.population.report import write_reports
+from qiter.population.result import PopulationResult, iqm
 from qiter.population.shards import Shards, default_workers
+
+__all__ = [
+    "POPULATION_FORMAT",
+    "PopulationResult",
+    "agent_configs",
+    "check_population",
+    "iqm",
+    "resume_settings",
+    "save_agent",
+    "train",
+]
 
 #: Config keys that may differ from agent to agent (``--sweep``); the rest fix shapes or the schedule.
 SWEEPABLE = (
@@ -53,32 +86,13 @@ UNSUPPORTED: dict[str, Any] = {
     "n_envs": 1,
 }
 LOG_INTERVAL = 1000
-
-
-@dataclass
-class PopulationResult:
-    """What :func:`train` returns."""
-
-    configs: list[DQNConfig]  # one per agent (its seed and swept values)
-    final_returns: np.ndarray  # (N,) mean return of the final greedy evaluation
-    eval_steps: list[int]
-    eval_returns: list[np.ndarray]  # one (N,) array per periodic evaluation
-    log_steps: list[int]
-    train_returns: list[np.ndarray]  # one (N,) array per log interval: mean return of the episodes ended
-    wall_time: float
-    agent_steps_per_second: float
-    layers: list[tuple[np.ndarray, np.ndarray]] = field(repr=False)  # per layer: W (N, in, out), b (N, out)
-    backend: str = "numpy"
-    workers: int = 1
-
-    @property
-    def best_agent(self) -> int:
-        """The agent with the best final evaluation (the lowest index among ties)."""
-        return int(np.argmax(self.final_returns))
-
-    def agent_layers(self, agent: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Agent ``agent``'s layers ``(W (in, out), b (out,))``."""
-        return [(w[agent], b[agent]) for w, b in self.layers]
+#: The most steps between two looks at a signal (a segment of the run ends there or earlier).
+SEGMENT = 250
+#: The layout of a population's checkpoint (another is refused, naming both).
+POPULATION_FORMAT = "qiter-population-v1"
+#: What a resume may not change: which agents there are (their number, seeds and sweep) and the shapes of
+#: the saved arrays (the buffers' capacity, min(replay_buffer_size, n_timesteps), is checked apart).
+FIXED_KEYS = ("env_id", "n_agents", "seed", "sweep", "n_hidden_layers", "n_hidden_units")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -185,34 +199,29 @@ def check_memory(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def train(
+@dataclass
+class Setup:
+    """A population's checked setup (:func:`check_population`)."""
+
+    configs: list[DQNConfig]
+    env_cls: type[ArrayEnv]
+    backend: str
+    workers: int
+    threads: int | None
+
+
+def check_population(
     config: DQNConfig,
     n_agents: int,
     sweep: Mapping[str, Sequence[Any]] | None = None,
-    run_dir: str | Path | None = None,
-    final_eval_episodes: int | None = None,
-    progress: bool = False,
-    threads: int | None = 1,
     workers: int | None = None,
-    cuda_graphs: bool = True,
-) -> PopulationResult:
-    """Train ``n_agents`` DQN agents on ``config.env_id`` for ``config.n_timesteps`` steps each.
+    threads: int | None = 1,
+) -> Setup:
+    """Every check of a population before anything is allocated or written: options, environment, number
+    of agents and workers, memory, the sweep, the device.
 
-    :param config: The base config (agent ``i`` gets ``seed + i`` and its share of ``sweep``).
-    :param n_agents: N.
-    :param sweep: ``key -> values`` spread over the agents (see :func:`agent_configs`).
-    :param run_dir: When given, the results are written there (see :func:`qiter.population.report.write_run`).
-    :param final_eval_episodes: Episodes of the final evaluation (default ``config.n_eval_episodes``).
-    :param progress: Print a line per evaluation.
-    :param threads: BLAS and torch threads of each process on the CPU (``None``: leave them). One by
-        default: the processes (``workers``) use the cores, and a population's matrices are too small for
-        BLAS threads to pay.
-    :param workers: Processes the agents are split over (this one included); default: one per usable core
-        on the CPU, with at least 16 agents each, and one on a GPU. The split changes no agent's run.
-    :param cuda_graphs: On CUDA, replay each step from captured CUDA graphs (the same run, fewer kernel
-        launches: :class:`~qiter.population.lockstep.StepGraphs`); ``False`` launches every kernel.
     :raises QiterError: An environment without an array version, an unsupported option, a bad sweep, a
-        population too large for the device: before anything is allocated or written.
+        population too large for the device.
     """
     config.validate()
     check_supported(config)
@@ -234,109 +243,394 @@ def train(
         workers, threads = 1, None
     elif workers is None:
         workers = default_workers(n_agents)
-    limits = None
-    torch_threads = th.get_num_threads()
-    if threads is not None:
-        limits = threadpool_limits(threads, user_api="blas")
-        th.set_num_threads(threads)
-    try:
-        with Shards(configs, backend, workers, threads, cuda_graphs) as shards:
-            result = _run(config, configs, shards, backend, final_eval_episodes, progress)
-    finally:
-        if limits is not None:
-            limits.restore_original_limits()
-            th.set_num_threads(torch_threads)
-    if run_dir is not None:
-        from qiter.population.report import write_run
+    return Setup(configs, env_cls, backend, workers, threads)
 
-        write_run(result, run_dir, sweep or {})
+
+def train(
+    config: DQNConfig,
+    n_agents: int,
+    sweep: Mapping[str, Sequence[Any]] | None = None,
+    run_dir: str | Path | None = None,
+    final_eval_episodes: int | None = None,
+    progress: bool = False,
+    threads: int | None = 1,
+    workers: int | None = None,
+    cuda_graphs: bool = True,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    tensorboard: bool = True,
+    events: Sequence[RunEvents] = (),
+) -> PopulationResult:
+    """Train ``n_agents`` DQN agents on ``config.env_id`` for ``config.n_timesteps`` steps each.
+
+    :param config: The base config (agent ``i`` gets ``seed + i`` and its share of ``sweep``).
+    :param n_agents: N.
+    :param sweep: ``key -> values`` spread over the agents (see :func:`agent_configs`).
+    :param run_dir: The run folder (see :mod:`qiter.population.report`); ``None`` writes nothing.
+    :param final_eval_episodes: Episodes of the final evaluation (default ``config.n_eval_episodes``).
+    :param progress: Print a line per evaluation.
+    :param threads: BLAS and torch threads of each process on the CPU (``None``: leave them). One by
+        default: the processes (``workers``) use the cores, and a population's matrices are too small for
+        BLAS threads to pay.
+    :param workers: Processes the agents are split over (this one included); default: one per usable core
+        on the CPU, with at least 16 agents each, and one on a GPU. The split changes no agent's run.
+    :param cuda_graphs: On CUDA, replay each step from captured CUDA graphs (the same run, fewer kernel
+        launches: :class:`~qiter.population.lockstep.StepGraphs`); ``False`` launches every kernel.
+    :param resume: Continue the population in ``run_dir`` from its latest checkpoint (to the bit; see
+        :func:`resume_settings` for its config); ``n_agents``, ``sweep`` and the shape keys must match.
+    :param overwrite: Replace a run already in ``run_dir`` (otherwise refused).
+    :param tensorboard: Also write the aggregates to TensorBoard (with ``run_dir``).
+    :param events: Callbacks: ``on_evaluation`` (with the agents' IQM and std, and ``agent=None``) and
+        ``on_checkpoint``; a population does not report single episodes.
+    :raises QiterError: Bad input (see :func:`check_population`, and on resume a folder that is not a
+        population, another checkpoint format, a changed shape key), before anything is written.
+    :raises RunInterrupted: After saving, when SIGINT or SIGTERM stopped the run.
+    """
+    setup = check_population(config, n_agents, sweep, workers, threads)
+    sweep = dict(sweep or {})
+    life = RunLifecycle(run_dir, events=events, tensorboard=tensorboard, verbose=int(progress))
+    saved = _read_checkpoint(life, config, n_agents, sweep) if resume else None
+    life.claim(resume, overwrite)
+    with (
+        _thread_limits(setup.threads),
+        Shards(setup.configs, setup.backend, setup.workers, setup.threads, cuda_graphs) as shards,
+    ):
+        run = PopulationRun(config, setup, sweep, shards, life)
+        if saved is not None:
+            run.restore(saved)
+        if life.run_path is not None:
+            life.open(run_config_dict(config, n_agents, sweep), run.step if saved is not None else None)
+        try:
+            run.loop()
+            life.checkpoint("latest.pt", run.step, run.checkpoint_state)
+            if not life.interrupted:
+                result = run.finish(final_eval_episodes)
+        finally:
+            life.close()
+        life.raise_if_interrupted(run.step, f"qiter population --resume {life.run_path}")
+    if life.run_path is not None:
+        write_reports(result, life.run_path, sweep)
     return result
 
 
-def _run(
-    config: DQNConfig,
-    configs: list[DQNConfig],
-    shards: Shards,
-    backend: str,
-    final_eval_episodes: int | None,
-    progress: bool,
-) -> PopulationResult:
-    """The training loop of :func:`train`, after its checks: segments between log and evaluation points."""
-    eval_steps: list[int] = []
-    eval_returns: list[np.ndarray] = []
-    log_steps: list[int] = []
-    train_returns: list[np.ndarray] = []
-    interval = config.evaluation_interval
-    total = config.n_timesteps
-    stops = set(range(LOG_INTERVAL, total, LOG_INTERVAL)) | {total}
-    if interval:
-        stops |= set(range(interval, total, interval))
-    start = time.perf_counter()
-    eval_time = 0.0
-    done = 0
-    for stop in sorted(stops):
-        shards.call("run", done, stop)
-        done = stop
-        if done % LOG_INTERVAL == 0 or done == total:
-            log_steps.append(done)
-            train_returns.append(shards.concat("take_finished"))
-        if interval and done % interval == 0 and done < total:
-            t0 = time.perf_counter()
-            eval_steps.append(done)
-            eval_returns.append(shards.concat("evaluate", config.n_eval_episodes, done))
-            eval_time += time.perf_counter() - t0
-            if progress:
-                print(
-                    f"step {done}: evaluation IQM {iqm(eval_returns[-1]):.1f}, mean {np.mean(eval_returns[-1]):.1f}"
+@contextlib.contextmanager
+def _thread_limits(threads: int | None) -> Iterator[None]:
+    """BLAS and torch threads of this process set to ``threads`` while inside (``None``: left alone)."""
+    if threads is None:
+        yield
+        return
+    torch_threads = th.get_num_threads()
+    limits = threadpool_limits(threads, user_api="blas")
+    th.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        limits.restore_original_limits()
+        th.set_num_threads(torch_threads)
+
+
+def run_config_dict(config: DQNConfig, n_agents: int, sweep: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+    """What a population's ``config.yaml`` holds: the base config, ``n_agents`` and the sweep."""
+    base = config_to_dict(config)
+    return {**base, "n_agents": n_agents, "sweep": {k: [str(v) for v in vs] for k, vs in sweep.items()}}
+
+
+def resume_settings(
+    run_dir: str | Path, overrides: Sequence[str] = (), config_file: str | Path | None = None
+) -> tuple[DQNConfig, int, dict[str, list[str]]]:
+    """The config, number of agents and sweep of the population in ``run_dir``, with a config file's
+    values and ``--set`` overrides on top (what ``qiter population --resume`` continues with).
+
+    :raises QiterError: The folder holds no population (its ``config.yaml`` is missing or names no agents).
+    """
+    folder = Path(run_dir)
+    path = folder / runs.CONFIG_FILE
+    if not path.is_file():
+        raise QiterError(f"{folder} is not a run folder ({runs.CONFIG_FILE} is missing)")
+    values = runs.load_run_config(folder)
+    if "n_agents" not in values:
+        raise QiterError(f"{folder} is not a population (its {runs.CONFIG_FILE} names no n_agents)")
+    n_agents = int(values.pop("n_agents"))
+    sweep = {str(k): [str(v) for v in vs] for k, vs in (values.pop("sweep", None) or {}).items()}
+    if config_file is not None:
+        values.update(convert_values(DQNConfig, read_config_file(config_file), f"config file {config_file}"))
+    values.update(parse_overrides(DQNConfig, overrides))
+    return config_from_dict(DQNConfig, values), n_agents, sweep
+
+
+def _capacity(values: Mapping[str, Any]) -> int:
+    return min(int(values["replay_buffer_size"]), int(values["n_timesteps"]))
+
+
+def _read_checkpoint(
+    life: RunLifecycle, config: DQNConfig, n_agents: int, sweep: Mapping[str, Sequence[Any]]
+) -> dict[str, Any]:
+    """The latest checkpoint of the population to resume, checked against this run's settings."""
+    if life.run_path is None:
+        raise QiterError("resume needs the run folder to resume")
+    path, state = life.load_latest()
+    if state.get("format") != POPULATION_FORMAT:
+        raise QiterError(
+            f"{path} is not a population checkpoint of this version (format {state.get('format')!r}, expected "
+            f"{POPULATION_FORMAT!r}): resume it with the command that wrote it, or start a new population"
+        )
+    saved, current = state["config"], run_config_dict(config, n_agents, sweep)
+    life.check_fixed_keys(saved, current, FIXED_KEYS)
+    if _capacity(saved) != _capacity(current):
+        raise QiterError(
+            f"cannot change replay_buffer_size when resuming: the buffers hold min(replay_buffer_size, "
+            f"n_timesteps) = {_capacity(saved)} transitions, this config {_capacity(current)}; keep that "
+            "capacity (e.g. set replay_buffer_size to it) or start a new run"
+        )
+    return state
+
+
+class PopulationRun:
+    """A population's run on the lifecycle: segments of steps between the points where something is due
+    (a log row, an evaluation, a checkpoint, a look at the signals), the checks, the history.
+
+    :param config: The base config.
+    :param setup: The checked setup.
+    :param sweep: The sweep (for the logs).
+    :param shards: The population, split over processes.
+    :param life: The run's lifecycle.
+    """
+
+    def __init__(
+        self,
+        config: DQNConfig,
+        setup: Setup,
+        sweep: Mapping[str, Sequence[Any]],
+        shards: Shards,
+        life: RunLifecycle,
+    ) -> None:
+        self.config, self.setup, self.sweep, self.shards, self.life = config, setup, sweep, shards, life
+        self.n = len(setup.configs)
+        self.step = 0
+        self.eval_steps: list[int] = []
+        self.eval_returns: list[np.ndarray] = []
+        self.log_steps: list[int] = []
+        self.train_returns: list[np.ndarray] = []
+        self.diverged = np.zeros(self.n, dtype=bool)
+        self.stopped_early = False
+        self.train_time = 0.0  # seconds spent stepping and evaluating, over every session of the run
+        self.session_time = 0.0  # the same, this session's (a resumed run's speed counts its own steps)
+        self.steps_timed = 0  # agent steps of this session
+        self.last_metrics: dict[str, np.ndarray] = {}  # the agents' loss and mean Q at the last log point
+        q_bound = config.q_value_bound()
+        self.q_watch = QValueWatch(q_bound) if q_bound is not None else None
+
+    # -- saving and restoring ----------------------------------------------------------------------------
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything a resume needs: the config, the history, and every agent's arrays and counters."""
+        return {
+            "format": POPULATION_FORMAT,
+            "algo": "population",
+            "config": run_config_dict(self.config, self.n, self.sweep),
+            "step": self.step,
+            "history": {
+                "eval_steps": self.eval_steps,
+                "eval_returns": np.stack(self.eval_returns) if self.eval_returns else np.zeros((0, self.n)),
+                "log_steps": self.log_steps,
+                "train_returns": np.stack(self.train_returns)
+                if self.train_returns
+                else np.zeros((0, self.n)),
+                "diverged": self.diverged,
+                "train_time": self.train_time,
+            },
+            "population": self.shards.state_dict(self.step),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from a checkpoint (:meth:`checkpoint_state`)."""
+
+        def host(x: Any) -> np.ndarray:
+            return x.numpy() if isinstance(x, th.Tensor) else np.asarray(x)
+
+        population = state["population"]
+        arrays = {k: host(v) for k, v in population["arrays"].items()}
+        self.shards.load_state_dict({"arrays": arrays, "counters": dict(population["counters"])})
+        self.step = int(state["step"])
+        history = state["history"]
+        self.eval_steps = [int(s) for s in history["eval_steps"]]
+        self.eval_returns = list(host(history["eval_returns"]))
+        self.log_steps = [int(s) for s in history["log_steps"]]
+        self.train_returns = list(host(history["train_returns"]))
+        self.diverged = host(history["diverged"]).astype(bool)
+        self.train_time = float(history["train_time"])
+        if self.life.verbose:
+            print(f"Resuming {self.life.run_path} at step {self.step}")
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    def loop(self) -> None:
+        """Step to ``n_timesteps`` (or an early stop, or a signal), segment by segment."""
+        config, life, shards = self.config, self.life, self.shards
+        total = config.n_timesteps
+        log_due = Every(LOG_INTERVAL, self.step)
+        eval_due = Every(config.evaluation_interval, self.step)
+        checkpoint_due = Every(config.checkpoint_interval or config.evaluation_interval or total, self.step)
+        with life.guard_signals() as signals:
+            while self.step < total and signals.signum is None:
+                start, t0 = self.step, time.perf_counter()
+                stop = int(min(log_due.next, eval_due.next, checkpoint_due.next, total, start + SEGMENT))
+                shards.call("run", start, stop)
+                self.step = stop
+                self.steps_timed += self.n * (stop - start)
+                logged = log_due.due(stop) or stop == total
+                train_row = self.log_interval() if logged else None
+                evals = None
+                if eval_due.due(stop) and stop < total:
+                    evals = self.evaluate()
+                if stop < total and (train_row is not None or evals is not None):
+                    # At the last step the rows wait for the final evaluation (finish).
+                    self.agent_rows(stop, train_row, evals)
+                self.train_time += time.perf_counter() - t0
+                self.session_time += time.perf_counter() - t0
+                if self.stopped_early:
+                    break
+                if checkpoint_due.due(stop):
+                    life.checkpoint("latest.pt", stop, self.checkpoint_state)
+
+    def log_interval(self) -> dict[str, np.ndarray]:
+        """The returns of the episodes ended since the last point and the agents' training metrics: kept,
+        checked (divergence, the Q-value bound), logged as aggregates; returned for the agents' rows."""
+        step, life = self.step, self.life
+        returns = self.shards.concat("take_finished")
+        self.log_steps.append(step)
+        self.train_returns.append(returns)
+        parts = [m for m in self.shards.call("take_metrics") if m]
+        if parts:
+            metrics = {k: np.concatenate([m[k] for m in parts]) for k in parts[0]}
+            self.check(metrics)
+        else:  # no gradient step yet: the columns are there from the first row on
+            metrics = {"loss": np.full(self.n, math.nan), "mean_q": np.full(self.n, math.nan)}
+        self.last_metrics = metrics
+        row: dict[str, np.ndarray] = {"train_return": returns, **metrics}
+        aggregates = {f"{k}_{name}": v for k, x in row.items() for name, v in _aggregates(x).items()}
+        life.log("train", step, aggregates)
+        return row
+
+    def check(self, metrics: Mapping[str, np.ndarray]) -> None:
+        """Warn once per agent whose loss or Q-values became NaN or infinite (its results mean nothing; the
+        others go on), raise when all have; warn once when an agent's mean Q passes the bound."""
+        bad = ~np.isfinite(metrics["loss"]) | ~np.isfinite(metrics["mean_q"])
+        new = bad & ~self.diverged
+        if new.any():
+            self.diverged |= new
+            agents = ", ".join(str(i) for i in np.flatnonzero(new))
+            if self.diverged.all():
+                raise DivergenceError(
+                    f"training diverged at step {self.step}: every agent's loss or Q-values are NaN or "
+                    "infinite. The last good checkpoint is kept; try a smaller learning rate, the huber loss "
+                    "or gradient clipping (max_grad_norm)."
                 )
-    train_time = time.perf_counter() - start - eval_time
-    # Counter 0: the final evaluation's episodes differ from every periodic one's (counted by steps > 0).
-    final = shards.concat("evaluate", final_eval_episodes or config.n_eval_episodes, 0)
-    eval_steps.append(total)
-    eval_returns.append(final)
-    return PopulationResult(
-        configs, final, eval_steps, eval_returns, log_steps, train_returns, train_time + eval_time,
-        len(configs) * total / max(train_time, 1e-9), shards.layers(), backend, len(shards.slices),
-    )  # fmt: skip
+            warnings.warn(
+                f"at step {self.step} agent(s) {agents} diverged (loss or Q-values NaN or infinite): their "
+                "results mean nothing; the other agents go on",
+                QiterWarning,
+                stacklevel=2,
+            )
+        if self.q_watch is not None:
+            mean_q = np.where(self.diverged, -np.inf, metrics["mean_q"])
+            worst = int(np.argmax(mean_q))
+            self.q_watch.check(self.step, float(mean_q[worst]), who=f"agent {worst}'s ")
+
+    def evaluate(self) -> np.ndarray:
+        """A periodic greedy evaluation of every agent: kept, logged as aggregates, told to the events."""
+        config, life, step = self.config, self.life, self.step
+        returns = self.shards.concat("evaluate", config.n_eval_episodes, step)
+        self.eval_steps.append(step)
+        self.eval_returns.append(returns)
+        stats = _aggregates(returns)
+        life.log("eval", step, {f"return_{k}": v for k, v in stats.items()})
+        if life.verbose:
+            life.say(f"step {step}: evaluation IQM {stats['iqm']:.1f}, mean {stats['mean']:.1f}")
+        if life.evaluation(step, stats["iqm"], stats["std"], None):
+            self.stopped_early = True
+        return returns
+
+    def agent_rows(self, step: int, train: Mapping[str, np.ndarray] | None, evals: np.ndarray | None) -> None:
+        """One row per agent in ``agents/agent_<i>.csv`` (empty cells where a value is not due)."""
+        if self.life.logger is None:
+            return
+        nan = np.full(self.n, math.nan)
+        train = train or {}
+        columns = {
+            "train_return": train.get("train_return", nan),
+            "eval_return": nan if evals is None else evals,
+            "loss": train.get("loss", nan),
+            "mean_q": train.get("mean_q", nan),
+        }
+        for i in range(self.n):
+            row = {k: ("" if math.isnan(v[i]) else float(v[i])) for k, v in columns.items()}
+            self.life.log(f"agents/agent_{i:04d}", step, row, tensorboard=False)  # type: ignore[arg-type]
+
+    # -- the end -----------------------------------------------------------------------------------------
+
+    def finish(self, final_eval_episodes: int | None) -> PopulationResult:
+        """The final greedy evaluation, the last rows, ``eval.json``; the result."""
+        config, life = self.config, self.life
+        t0 = time.perf_counter()
+        # Counter 0: the final evaluation's episodes differ from every periodic one's (counted by steps > 0).
+        n_final = final_eval_episodes or config.n_eval_episodes
+        final = self.shards.concat("evaluate", n_final, 0)
+        self.train_time += time.perf_counter() - t0
+        self.session_time += time.perf_counter() - t0
+        step = self.step
+        self.eval_steps.append(step)
+        self.eval_returns.append(final)
+        train = None
+        if self.log_steps and self.log_steps[-1] == step:
+            train = {"train_return": self.train_returns[-1], **self.last_metrics}
+        self.agent_rows(step, train, final)
+        stats = _aggregates(final)
+        life.log("eval", step, {f"return_{k}": v for k, v in stats.items()})
+        speed = self.steps_timed / max(self.session_time, 1e-9)
+        result = PopulationResult(
+            self.setup.configs, final, self.eval_steps, self.eval_returns, self.log_steps, self.train_returns,
+            self.train_time, speed, self.shards.layers(), self.setup.backend, len(self.shards.slices),
+            str(life.run_path) if life.run_path is not None else None, self.stopped_early,
+        )  # fmt: skip
+        stats = _aggregates(final)
+        life.write_eval(
+            {
+                "algo": "population", "env_id": config.env_id, "steps": step, "agents": self.n,
+                "episodes": n_final, "iqm_return": stats["iqm"], "mean_return": stats["mean"],
+                "std_return": stats["std"], "min_return": stats["min"], "max_return": stats["max"],
+                "final_returns": [float(x) for x in final], "wall_time_s": self.train_time,
+                "agent_steps_per_second": speed,
+            }
+        )  # fmt: skip
+        return result
 
 
-def iqm(values: np.ndarray) -> float:
-    """Interquartile mean: the mean of the middle 50% (Agarwal et al., 2021), NaNs ignored."""
-    x = np.sort(np.asarray(values, dtype=np.float64)[~np.isnan(values)])
-    if len(x) == 0:
-        return math.nan
-    cut = math.floor(0.25 * len(x))
-    return float(x[cut : len(x) - cut].mean()) if len(x) - 2 * cut > 0 else float(x.mean())
+def _aggregates(x: np.ndarray) -> dict[str, float]:
+    """IQM, mean, std, min and max over the agents (NaNs, agents without a value, left out)."""
+    finite = x[~np.isnan(x)]
+    if not len(finite):
+        return dict.fromkeys(("iqm", "mean", "std", "min", "max"), math.nan)
+    return {
+        "iqm": iqm(finite), "mean": float(finite.mean()), "std": float(finite.std()),
+        "min": float(finite.min()), "max": float(finite.max()),
+    }  # fmt: skip
 
 
 def save_agent(result: PopulationResult, agent: int, path: str | Path) -> None:
-    """Write agent ``agent`` as an ordinary DQN checkpoint (``qiter eval``, ``qiter.load_agent`` read it)."""
-    from qiter.dqn.agent import build_q_network
-    from qiter.envs import make_env
-    from qiter.runs import save_checkpoint
+    """Write agent ``agent`` as an ordinary DQN checkpoint (``qiter eval``, ``qiter.load_agent`` read it),
+    through the DQN agent's own checkpoint path (:func:`qiter.run_loop.checkpoint_state`)."""
+    from qiter.dqn.agent import DQNAgent
+    from qiter.run_loop import RunState, build_agent, checkpoint_state
 
-    cfg = result.configs[agent]
-    env = make_env(cfg.env_id, flatten=True)
-    try:
-        assert isinstance(env.observation_space, spaces.Box) and isinstance(env.action_space, spaces.Discrete)
-        q_net = build_q_network(cfg, env.observation_space, env.action_space)
-    finally:
-        env.close()
-    linears = [m for m in q_net.q_net if isinstance(m, th.nn.Linear)]
+    cfg = replace(result.configs[agent], device="cpu")
+    dqn = build_agent(DQNAgent, cfg)
+    assert isinstance(dqn, DQNAgent)
+    linears = [m for m in dqn.q_net.q_net if isinstance(m, th.nn.Linear)]
     with th.no_grad():
         for module, (w, b) in zip(linears, result.agent_layers(agent)):
             module.weight.copy_(th.from_numpy(w.T.copy()))  # torch stores (out, in)
             module.bias.copy_(th.from_numpy(b))
-    save_checkpoint(
-        path,
-        {
-            "format": "qiter-dqn-v2",
-            "algo": "dqn",
-            "config": config_to_dict(replace(cfg, device="cpu")),
-            "step": cfg.n_timesteps,
-            "episodes": 0,
-            "eval_history": [],
-            "torch_rng": th.get_rng_state(),
-            "agent": {"q_net": q_net.state_dict()},
-        },
-    )
+        dqn.q_target_net.load_state_dict(dqn.q_net.state_dict())
+    runs.save_checkpoint(path, checkpoint_state(dqn, cfg, RunState(step=cfg.n_timesteps)))
