@@ -622,10 +622,10 @@ def save_agent(result: PopulationResult, agent: int, path: str | Path) -> None:
     """Write agent ``agent`` as an ordinary DQN checkpoint (``qiter eval``, ``qiter.load_agent`` read it),
     through the DQN agent's own checkpoint path (:func:`qiter.run_loop.checkpoint_state`)."""
     from qiter.dqn.agent import DQNAgent
-    from qiter.run_loop import RunState, build_agent, checkpoint_state
+    from qiter.run_loop import RunState, checkpoint_state
 
     cfg = replace(result.configs[agent], device="cpu")
-    dqn = build_agent(DQNAgent, cfg)
+    dqn = DQNAgent.build(cfg)
     assert isinstance(dqn, DQNAgent)
     linears = [m for m in dqn.q_net.q_net if isinstance(m, th.nn.Linear)]
     with th.no_grad():
