@@ -76,6 +76,9 @@ def _preset_file(name: str, folder: Traversable | None) -> Traversable:
     if folder is None and "/" in name:  # another algorithm's preset, as ``qiter presets`` lists it
         algo, _, name = name.partition("/")
         folder = preset_folder(algo)
+    elif folder is not None and "/" in name:  # a preset named like a namespaced id: ALE/Pong-v5
+        namespace, _, name = name.partition("/")
+        folder = folder / namespace
     files = _preset_files(folder)
     if name in files:
         return files[name]
@@ -84,6 +87,12 @@ def _preset_file(name: str, folder: Traversable | None) -> Traversable:
         return files[by_lower[name.lower()]]
     hint = typed.suggest(name, files)
     raise QiterError(f"unknown preset {name!r}{hint}. Presets: {', '.join(sorted(files))}")
+
+
+def _has_preset(name: str, folder: Traversable) -> bool:
+    """Whether ``folder`` holds preset ``name``; a namespaced id (``ALE/Pong-v5``) lives in a subfolder."""
+    namespace, _, base = name.rpartition("/")
+    return base in list_presets(folder / namespace if namespace else folder)
 
 
 def list_presets(folder: Traversable | None = None) -> list[str]:
@@ -213,7 +222,7 @@ def resolve_config(
     if presets is None:
         presets = preset_folder(algo)
     values: dict[str, Any] = {}
-    if preset is None and env_id is not None and env_id in list_presets(presets):
+    if preset is None and env_id is not None and _has_preset(env_id, presets):
         preset = env_id
     if preset is not None:
         values.update(typed.convert_values(cls, load_preset(preset, presets), f"preset {preset!r}"))

@@ -28,7 +28,7 @@ def video_env(
     Call :func:`finish_video` when done: it writes the file and leaves ``env`` open.
 
     :param env: An environment made with ``render_mode="rgb_array"``.
-    :param video_name: File name without the ``.mp4`` suffix.
+    :param video_name: File name without the ``.mp4`` suffix (a ``/`` of a namespaced env id becomes ``_``).
     :param video_folder: Folder for the video (created if needed).
     :return: The wrapped environment, already recording.
     """
@@ -50,7 +50,7 @@ def video_env(
             video_length=10**9,
             disable_logger=True,
         )
-    wrapped.start_recording(video_name)
+    wrapped.start_recording(video_name.replace("/", "_").replace(os.sep, "_"))
     return wrapped
 
 
