@@ -142,7 +142,12 @@ def test_bad_population_input(n: int, sweep: dict[str, list[str]], message: str)
     [
         ("FlappyBird-v0", [], "supported: CartPole-v1, Acrobot-v1, MountainCar-v0, Pendulum-v1"),
         ("Pendulum-v1", [], "discrete actions"),
-        ("CartPole-v1", ["dueling=true"], "do not support dueling"),
+        (
+            "CartPole-v1",
+            ["dueling=true"],
+            r"do not support dueling=True yet .*: the batched learner",
+        ),
+        ("CartPole-v1", ["n_steps=3"], r"do not support n_steps=3 yet .*: the batched learner has no"),
     ],
 )
 def test_unsupported_setups_are_refused(env_id: str, overrides: list[str], message: str) -> None:
@@ -185,3 +190,82 @@ def test_cli_trains_and_saves_the_best(tmp_path: Path, capsys: pytest.CaptureFix
     assert "gamma=0.9" in printed and "best.pt" in printed
     assert (out / "best.pt").exists() and "gamma" in (out / "agents.csv").read_text().splitlines()[0]
     assert main(["eval", str(out / "best.pt"), "--episodes", "2"]) == 0
+
+
+def _population(steps: int, n: int, sweep: dict[str, list[str]] | None, *overrides: str) -> Population:
+    return Population(agent_configs(_config(steps, *overrides), n, sweep), "numpy")
+
+
+def test_learning_rate_decay_follows_the_single_agents_schedule() -> None:
+    """Each agent's rate at each update is DQNAgent's ``_learning_rate_at`` for its config; before the decay
+    starts the run is the constant-rate run, after it another."""
+    from qiter.dqn.agent import DQNAgent
+
+    overrides = (
+        "learning_starts=100",
+        "update_interval=1",
+        "learning_rate_final=0.0001",
+        "learning_rate_decay_start=0.5",
+    )
+    sweep = {"learning_rate": ["0.001", "0.0005"]}
+    decayed, constant = _population(600, 2, sweep, *overrides), _population(600, 2, sweep, *overrides[:2])
+    for step in range(450):
+        decayed.step(step)
+        constant.step(step)
+        if step == 299:
+            np.testing.assert_array_equal(decayed.learner.params, constant.learner.params)
+    for i, cfg in enumerate(decayed.configs):
+        expected = DQNAgent.build(cfg)._learning_rate_at(450)
+        rates = decayed.learner._views(
+            decayed.learner.lr,
+            [(w.shape, b.shape) for w, b in zip(decayed.learner.weights, decayed.learner.biases)],
+        )[0][0][i]
+        np.testing.assert_allclose(rates, expected, rtol=1e-6)
+    assert not np.array_equal(decayed.learner.params, constant.learner.params)
+
+
+def test_exponential_epsilon_follows_each_agents_episodes() -> None:
+    from qiter.dqn.agent import DQNAgent
+
+    pop = _population(
+        400,
+        3,
+        None,
+        "exploration_schedule=exponential",
+        "exploration_decay_episodes=4",
+        "exploration_final_eps=0.05",
+    )
+    agent = DQNAgent.build(pop.configs[0])
+    pop.run(0, 300)
+    episodes = pop.episodes.copy()
+    assert episodes.min() >= 5 and len(set(episodes)) > 1
+    for i, count in enumerate(episodes):
+        agent.episodes = int(count)
+        np.testing.assert_allclose(pop.epsilon(300)[i], agent._exponential_epsilon(), rtol=1e-6)
+
+
+def test_targets_counted_in_episodes_copy_each_agent_at_its_own_multiples() -> None:
+    """Per-agent masks: agent i's target becomes its online network exactly when its episode count reaches
+    a multiple of its interval; the other agents' targets stay."""
+    pop = _population(
+        800,
+        2,
+        {"target_network_update_interval": ["1", "3"]},
+        "target_update_unit=episodes",
+        "learning_starts=50",
+        "update_interval=1",
+    )
+    learner, copies = pop.learner, 0
+    for step in range(800):
+        before = [t.copy() for t in learner.target_weights]
+        episodes = pop.episodes.copy()
+        pop.transition(step)
+        pop.episode_target_update()
+        ended = pop.episodes - episodes
+        for i, interval in enumerate(pop.intervals):
+            due = ended[i] and pop.episodes[i] % interval == 0
+            for w, t, b in zip(learner.weights, learner.target_weights, before):
+                np.testing.assert_array_equal(t[i], w[i] if due else b[i])
+            copies += int(due)
+        pop.update(step + 1)
+    assert copies > 10

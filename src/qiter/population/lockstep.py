@@ -19,6 +19,7 @@ and settings alone, not on N or on the other agents, and a population split into
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +53,7 @@ class Population:
     def __init__(self, configs: list[DQNConfig], backend: str, cuda_graphs: bool = True) -> None:
         base = configs[0]
         self.config = base
+        self.configs = configs
         self.n = n = len(configs)
         self.ops: Ops = make_ops(backend, base.device)
         self.streams = Streams(self.ops, [c.seed for c in configs])
@@ -77,11 +79,25 @@ class Population:
         self.anneal = ops.asarray(np.maximum(anneal, 1e-9), "float32")
         self.intervals = np.array([c.target_network_update_interval for c in configs])
         self.same_interval = bool(np.all(self.intervals == self.intervals[0]))
+        # Exploration per episode (the rlberry seed's exponential schedule) and targets counted in episodes
+        # read each agent's finished episodes.
+        self.exponential = base.exploration_schedule == "exponential"
+        self.eps_final = ops.asarray(np.array([c.exploration_final_eps for c in configs]), "float32")
+        self.episode_targets = base.target_update_unit == "episodes"
+        self.intervals_array = ops.asarray(self.intervals, "int64")
+        # Learning-rate decay: each agent's rate goes linearly from its learning_rate to
+        # learning_rate_final over the run after learning_rate_decay_start, set before each update.
+        self.lr_start = self.learner.lr
+        self.lr_fraction: float | None = None
+        if base.learning_rate_final is not None:
+            self.lr_start = ops.zeros(tuple(self.learner.lr.shape))
+            ops.copy_into(self.lr_start, self.learner.lr)
         self.n_actions = int(self.env.n_actions or 0)
         self.observations = self.env.reset()
         self.episode_returns = ops.zeros((n,), "float64")
         self.finished_sum = ops.zeros((n,), "float64")
         self.finished_count = ops.zeros((n,), "int64")
+        self.episodes = ops.zeros((n,), "int64")  # finished so far, per agent
         # Each agent's loss and mean Q summed over the gradient steps since the last take_metrics().
         self.loss_sum = ops.zeros((n,), "float64")
         self.q_sum = ops.zeros((n,), "float64")
@@ -107,10 +123,21 @@ class Population:
         updates = cfg.n_timesteps // cfg.update_interval * cfg.gradient_steps
         self.learner.use_device_counter(updates + cfg.gradient_steps)
 
+    def epsilon(self, step: int | Array) -> Array:
+        """Each agent's exploration rate at ``step``: the linear schedule at ``step + 1``, or the exponential
+        one of its finished episodes (DQNAgent's schedules)."""
+        ops = self.ops
+        if self.exponential:
+            # eps_min + (eps0 - eps_min) exp(-episodes / decay_episodes) (e ** x: an exp written with
+            # operators, the same on numpy and torch).
+            decay = -self.config.exploration_decay_episodes
+            return self.eps_final - self.eps_delta * math.e ** (ops.astype(self.episodes, "float32") / decay)
+        return self.eps0 + ops.clip((step + 1) / self.anneal, 0.0, 1.0) * self.eps_delta
+
     def act(self, step: int | Array) -> Array:
         """Epsilon-greedy actions at ``step`` (the number of steps done so far, or :attr:`clock`)."""
         ops = self.ops
-        eps = self.eps0 + ops.clip((step + 1) / self.anneal, 0.0, 1.0) * self.eps_delta
+        eps = self.epsilon(step)
         greedy = self.learner.greedy(self.observations[:, None, :])[:, 0]
         bits = self.streams.per_step(EXPLORE, step, (2,))  # the coin and the random action
         explore = to_uniform(ops, bits[:, 0]) < eps
@@ -127,7 +154,21 @@ class Population:
             self.graphs.transition()
         else:
             self.transition(step if self.clock is None else self.clock)
+        if self.episode_targets:
+            self.episode_target_update()
         self.update(step + 1)
+
+    def episode_target_update(self) -> None:
+        """Targets counted in episodes: copy the targets of the agents whose episode count just reached a
+        multiple of their interval (DQNAgent copies when an episode ends, before the step's update)."""
+        ops = self.ops
+        # The copies finished this step are those whose elapsed count was reset to 0 (every episode lasts
+        # at least one step).
+        ended = self.env.elapsed == 0
+        due = ended & (self.episodes % self.intervals_array == 0)
+        if ops.name == "numpy" and not due.any():  # on a device, no read back: the masked copy always runs
+            return
+        self.learner.update_target(due, tau=self.config.tau)
 
     # The arrays of the population are updated in place, never rebound: a captured CUDA graph replays the
     # memory it saw.
@@ -146,6 +187,7 @@ class Population:
         done = out.terminateds | out.truncateds
         self.finished_sum += ops.where(done, self.episode_returns, 0.0)
         self.finished_count += done
+        self.episodes += done
         ops.copy_into(self.episode_returns, ops.where(done, 0.0, self.episode_returns))
         if self.clock is not None:
             self.clock += 1
@@ -154,19 +196,36 @@ class Population:
         """Target copies and gradient steps due at ``step`` (decided on the host: no device sync)."""
         cfg = self.config
         due = step % self.intervals == 0
-        if self.same_interval:
+        if self.episode_targets:
+            pass
+        elif self.same_interval:
             if due[0]:
                 self.learner.update_target(tau=cfg.tau)
         elif due.any():
             self.learner.update_target(self.ops.asarray(due, "bool"), tau=cfg.tau)
         if step <= cfg.learning_starts or step % cfg.update_interval:
             return
+        if cfg.learning_rate_final is not None:
+            self.set_learning_rate(step)
         self.updates += cfg.gradient_steps
         for _ in range(cfg.gradient_steps):
             if self.graphs is not None:
                 self.graphs.gradient_step()
             else:
                 self.gradient_step()
+
+    def set_learning_rate(self, step: int) -> None:
+        """Each agent's learning rate at ``step`` under the linear decay (DQNAgent's ``_learning_rate_at``),
+        written into the learner's per-parameter rates in place (a captured graph reads them)."""
+        cfg = self.config
+        start = int(cfg.learning_rate_decay_start * cfg.n_timesteps)
+        fraction = min(max(step - start, 0) / max(cfg.n_timesteps - start, 1e-9), 1.0)
+        if fraction == self.lr_fraction:
+            return
+        self.lr_fraction = fraction
+        assert cfg.learning_rate_final is not None
+        final = cfg.learning_rate_final
+        self.ops.copy_into(self.learner.lr, self.lr_start * (1.0 - fraction) + final * fraction)
 
     def gradient_step(self) -> None:
         """One gradient step of every agent on its own minibatch (what a CUDA graph captures)."""
@@ -240,6 +299,7 @@ class Population:
             "env.state": self.env.state, "env.elapsed": self.env.elapsed, "observations": self.observations,
             "episode_returns": self.episode_returns, "finished_sum": self.finished_sum,
             "finished_count": self.finished_count, "loss_sum": self.loss_sum, "q_sum": self.q_sum,
+            "episodes": self.episodes,
         }  # fmt: skip
         counters = {
             "step": step, "adam_steps": _host_int(self.learner.step_count), "buffer.pos": _host_int(buffer.pos),
@@ -257,6 +317,7 @@ class Population:
             "env.state": self.env.state, "env.elapsed": self.env.elapsed, "observations": self.observations,
             "episode_returns": self.episode_returns, "finished_sum": self.finished_sum,
             "finished_count": self.finished_count, "loss_sum": self.loss_sum, "q_sum": self.q_sum,
+            "episodes": self.episodes,
         }  # fmt: skip
         for key, target in targets.items():
             ops.copy_into(target, ops.asarray(arrays[key], _dtype_name(arrays[key])))

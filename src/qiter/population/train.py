@@ -74,16 +74,20 @@ SWEEPABLE = (
     "exploration_fraction",
     "target_network_update_interval",
 )
-#: Options of DQNConfig that the population does not implement, with the value it needs.
-UNSUPPORTED: dict[str, Any] = {
-    "n_steps": 1,
-    "prioritized_replay": False,
-    "dueling": False,
-    "layer_norm": False,
-    "learning_rate_final": None,
-    "exploration_schedule": "linear",
-    "target_update_unit": "steps",
-    "n_envs": 1,
+#: Options of DQNConfig that the population does not implement: the value it needs, and why not.
+UNSUPPORTED: dict[str, tuple[Any, str]] = {
+    "n_steps": (
+        1,
+        "the batched learner has no per-sample discounts yet (the buffer would need n-step traces)",
+    ),
+    "prioritized_replay": (
+        False,
+        "a sum tree per agent would be a Python loop over agents at every sample and priority update",
+    ),
+    "dueling": (False, "the batched learner has no dueling head yet"),
+    "layer_norm": (False, "the batched learner has no layer normalization yet"),
+    "n_envs": (1, "an agent steps one environment copy (N agents already step N copies)"),
+    "clip_rewards": (False, "the array environments are classic control, whose rewards are stored as given"),
 }
 LOG_INTERVAL = 1000
 #: The most steps between two looks at a signal (a segment of the run ends there or earlier).
@@ -143,13 +147,20 @@ def agent_configs(
 
 def check_supported(config: DQNConfig) -> None:
     """Refuse, in one line, the DQN options the population does not implement."""
-    for key, needed in UNSUPPORTED.items():
+    for key, (needed, why) in UNSUPPORTED.items():
         if getattr(config, key) != needed:
             raise QiterError(
-                f"populations do not support {key}={getattr(config, key)!r} yet (needs {needed!r})"
+                f"populations do not support {key}={getattr(config, key)!r} yet (needs {needed!r}): {why}"
             )
     if config.activation not in ("relu", "tanh"):
-        raise QiterError(f"populations support activation relu or tanh, got {config.activation!r}")
+        raise QiterError(
+            f"populations support activation relu or tanh, got {config.activation!r}: the batched learner "
+            "has no other yet"
+        )
+    if config.network not in ("auto", "mlp"):
+        raise QiterError(
+            f"populations train MLPs, got network={config.network!r}: their array environments are vectors"
+        )
 
 
 def choose_backend(config: DQNConfig) -> str:
