@@ -1,0 +1,175 @@
+"""DQN from pixels: qiter against Stable-Baselines3's DQN with the same settings and threads, in one process.
+
+Two games, each trained by qiter then by SB3 (alternating, ``--repeats`` times), printing steps per second
+and the ratio:
+
+- MinAtar Breakout with the MinAtar preset (one gradient step per environment step, batch 32), learning
+  from step ``--warmup``; SB3 gets the MinAtar network as a features extractor
+  (``scripts/sb3_minatar_reference.py``);
+- Atari Pong with the RL Zoo's preset (one gradient step every 4 environment steps, batch 32, the Nature
+  CNN on 4x84x84 stacks); SB3's ``CnnPolicy`` is the same network.
+
+Both play the same environment (``qiter.envs.make_env``: the same preprocessing), without evaluations. For
+Pong it also prints the arithmetic ceiling: the floating-point operations of one environment step (its
+share of a gradient step: forward passes of the online and target networks and the backward pass, plus the
+action's forward pass) against the rate of a large float32 matrix product on the same threads, and the
+share of that ceiling each framework reaches.
+
+    python benchmarks/bench_pixels.py                       # both games, 1 torch thread
+    python benchmarks/bench_pixels.py --game minatar --steps 3000 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch as th
+import torch.nn as nn
+
+from qiter.dqn.agent import DQNAgent
+from qiter.dqn.config import DQNConfig
+from qiter.envs import make_env
+from qiter.resolve import resolve_config
+from qiter.run_loop import train
+
+GAMES = {"minatar": "MinAtar/Breakout-v1", "pong": "ALE/Pong-v5"}
+
+
+def bench_config(env_id: str, steps: int, warmup: int) -> DQNConfig:
+    """The game's preset, learning from ``warmup``, for ``warmup + steps`` steps, no evaluation."""
+    cfg = resolve_config(
+        env_id,
+        overrides=[
+            f"n_timesteps={warmup + steps}", f"learning_starts={warmup}", "evaluation_interval=100000000",
+            "checkpoint_interval=100000000",
+        ],
+    )  # fmt: skip
+    assert isinstance(cfg, DQNConfig)
+    return cfg
+
+
+def run_qiter(cfg: DQNConfig) -> float:
+    """Steps per second of a qiter run (no folder, no evaluation)."""
+    result = train(DQNAgent, cfg, None, progress=False, verbose=0, final_eval_episodes=0)
+    return result.steps_per_second
+
+
+def sb3_model(cfg: DQNConfig) -> object:
+    """SB3's DQN with the config's settings on the same environment."""
+    from stable_baselines3 import DQN
+
+    env = make_env(cfg.env_id)
+    if cfg.network == "minatar-cnn":
+        path = Path(__file__).parent.parent / "scripts" / "sb3_minatar_reference.py"
+        spec = importlib.util.spec_from_file_location("sb3_minatar_reference", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.make_model(cfg, env, cfg.seed)
+    return DQN(
+        "CnnPolicy", env, learning_rate=cfg.learning_rate, buffer_size=cfg.replay_buffer_size,
+        learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, gamma=cfg.gamma,
+        train_freq=cfg.update_interval, gradient_steps=cfg.gradient_steps,
+        target_update_interval=cfg.target_network_update_interval,
+        exploration_fraction=cfg.exploration_fraction, exploration_final_eps=cfg.exploration_final_eps,
+        max_grad_norm=cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf"),
+        seed=cfg.seed, device="cpu",
+    )  # fmt: skip
+
+
+def run_sb3(cfg: DQNConfig) -> float:
+    """Steps per second of SB3's DQN for the same number of steps (model construction excluded)."""
+    model = sb3_model(cfg)
+    start = time.perf_counter()
+    model.learn(total_timesteps=cfg.n_timesteps)  # type: ignore[attr-defined]
+    return cfg.n_timesteps / (time.perf_counter() - start)
+
+
+def forward_flops(net: nn.Module, shape: tuple[int, ...]) -> int:
+    """Multiply-adds x 2 of one forward pass of ``net`` on one observation of ``shape`` (convolutions and
+    linear layers; activations are negligible)."""
+    total = 0
+
+    def count(module: nn.Module, _inputs: tuple[th.Tensor, ...], output: th.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += 2 * output.numel() * module.in_channels * kh * kw
+        elif isinstance(module, nn.Linear):
+            total += 2 * module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    with th.no_grad():
+        net(th.zeros(1, *shape, dtype=th.uint8))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+def matmul_rate(n: int = 1024, repeats: int = 20) -> float:
+    """Float32 operations per second of an ``n x n`` matrix product on the current threads (the best of
+    ``repeats``)."""
+    a, b = th.randn(n, n), th.randn(n, n)
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def ceiling(cfg: DQNConfig) -> tuple[float, float]:
+    """(FLOPs per environment step, steps/s at the matrix product's rate) for the config's network."""
+    env = make_env(cfg.env_id)
+    agent = DQNAgent(cfg, env.observation_space, env.action_space)
+    flops = forward_flops(agent.q_net, env.observation_space.shape)
+    # A gradient step: online forward + target forward + backward (twice the forward) on the batch.
+    per_update = 4 * flops * cfg.batch_size * cfg.gradient_steps
+    per_step = flops + per_update / cfg.update_interval
+    return per_step, matmul_rate() / per_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--game", choices=["minatar", "pong", "both"], default="both")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="learning steps (default 3000 MinAtar, 1000 Pong)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="steps before learning (default 500, Pong 200)"
+    )
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (both frameworks)")
+    args = parser.parse_args()
+    th.set_num_threads(args.threads)
+    print(f"torch {th.__version__}, {args.threads} thread(s)")
+    for game in ["minatar", "pong"] if args.game == "both" else [args.game]:
+        steps = args.steps or (3000 if game == "minatar" else 1000)
+        warmup = args.warmup or (500 if game == "minatar" else 200)
+        cfg = bench_config(GAMES[game], steps, warmup)
+        rates: dict[str, list[float]] = {"qiter": [], "sb3": []}
+        for _ in range(args.repeats):
+            rates["qiter"].append(run_qiter(cfg))
+            rates["sb3"].append(run_sb3(cfg))
+        q, s = float(np.median(rates["qiter"])), float(np.median(rates["sb3"]))
+        print(
+            f"{cfg.env_id}: {warmup + steps} steps (learning from {warmup}), update every {cfg.update_interval}, "
+            f"batch {cfg.batch_size}: qiter {q:,.0f} steps/s {rates['qiter']}, SB3 {s:,.0f} steps/s "
+            f"{rates['sb3']}, ratio {q / s:.2f}x",
+            flush=True,
+        )
+        if game == "pong":
+            flops, top = ceiling(cfg)
+            print(
+                f"  arithmetic ceiling: {flops / 1e6:.0f} MFLOP per step, {top:,.0f} steps/s at the matrix "
+                f"product's rate; qiter reaches {q / top:.0%} of it, SB3 {s / top:.0%}"
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
