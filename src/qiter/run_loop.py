@@ -402,6 +402,7 @@ class _Loop:
         ):
             act, env_step, observe, update = agent.act, envs.step, agent.observe, agent.update
             step, n_envs, summary = state.step, envs.n_envs, self.metric_summary
+            next_point = self.next_point()  # one comparison per step instead of one per schedule
             while step < config.n_timesteps and signals.signum is None:
                 actions = act(envs.observations, True)
                 transitions, finished = env_step(actions)
@@ -414,13 +415,27 @@ class _Loop:
                 if metrics is not None:
                     check_finite(step, metrics)
                     summary.add(metrics)
-                if self.log_due.due(step):
-                    self.log_interval()
-                if self.eval_due.due(step) and self.evaluate():
-                    state.stopped_early = True
-                    break
-                if self.checkpoint_due.due(step):
-                    life.checkpoint("latest.pt", step, lambda: checkpoint_state(agent, config, state))
+                if step >= next_point:
+                    if self.points_due():
+                        state.stopped_early = True
+                        break
+                    next_point = self.next_point()
+
+    def next_point(self) -> float:
+        """The next step at which a log row, an evaluation or a checkpoint is due."""
+        return min(self.log_due.next, self.eval_due.next, self.checkpoint_due.next)
+
+    def points_due(self) -> bool:
+        """What is due at this step, in order: a log row, an evaluation, a checkpoint; whether to stop."""
+        step = self.state.step
+        if self.log_due.due(step):
+            self.log_interval()
+        if self.eval_due.due(step) and self.evaluate():
+            return True
+        if self.checkpoint_due.due(step):
+            agent, config, state = self.agent, self.config, self.state
+            self.life.checkpoint("latest.pt", step, lambda: checkpoint_state(agent, config, state))
+        return False
 
     def episodes_ended(self, finished: list[tuple[float, int]]) -> None:
         """Count the episodes that ended at this step, log them, tell the events."""
