@@ -117,8 +117,13 @@ def test_tune_td3_and_export_a_preset(tmp_path: Path, capsys: pytest.CaptureFixt
     ]
     assert main(argv) == 0
     output = capsys.readouterr().out
-    assert "study td3-Pendulum-v1: 2 complete" in output
+    assert "study td3-Pendulum-v1: " in output
     study = optuna.load_study(study_name="td3-Pendulum-v1", storage=f"sqlite:///{out / 'study.db'}")
+    # A draw whose first update comes after the budget (the Zoo's update intervals reach 512 steps) may
+    # fail with its reason; the study goes on.
+    states = [t.state for t in study.trials]
+    assert len(states) == 2 and optuna.trial.TrialState.COMPLETE in states
+    assert all(t.user_attrs.get("failure") for t in study.trials if t.state == optuna.trial.TrialState.FAIL)
     assert "hidden_sizes" in study.best_params and "exploration_noise" in study.best_params
     assert "qiter train Pendulum-v1 --algo td3 --config FILE" in best.read_text()
     config = resolve_config("Pendulum-v1", config_file=best, algo="td3")
