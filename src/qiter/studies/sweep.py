@@ -382,8 +382,8 @@ def run_sweep(
     :param command: The command that runs this sweep, for the message of an interruption.
     :return: One summary per run: ``key``, ``status`` (done, resumed, skipped, done elsewhere, running
         elsewhere) and ``eval.json``'s values.
-    :raises ~qiter.studies.workers.StudyInterrupted: SIGINT or SIGTERM stopped the sweep: its runs finished their step and saved
-        (the workers are passed the signal), no other run started.
+    :raises ~qiter.studies.workers.StudyInterrupted: SIGINT or SIGTERM stopped the sweep: its runs
+        finished their step and saved (the workers are passed the signal), no other run started.
     """
     global _STOP
     if jobs < 1:
@@ -438,13 +438,14 @@ def _run_todo(
     def record(run: SweepRun, result: dict[str, Any]) -> None:
         results.append(result)
         finished.append(run.key)
-        if result["status"] == "resumed" and run.key not in tally.starts:
-            tally.drop(run)  # resumed within its last episode: where it started is not known, a few steps
+        status = result["status"]
+        if status in ("done", "resumed"):
+            if status == "resumed" and run.key not in tally.starts:
+                tally.drop(run)  # resumed within its last episode: its start (a few steps) is not known
+            else:
+                tally.finish(run)
             bar.write(f"{run.key}: return {result.get('mean_return', float('nan')):.1f}")
-        elif result["status"] in ("done", "resumed"):
-            tally.finish(run)
-            bar.write(f"{run.key}: return {result.get('mean_return', float('nan')):.1f}")
-        elif result["status"] != "interrupted":  # done or running elsewhere, not started: not steps of here
+        elif status != "interrupted":  # done or running elsewhere, not started: no steps of this process
             tally.drop(run)
         bar.set_postfix(runs=f"{len(finished)}/{len(todo)}", refresh=False)
 
