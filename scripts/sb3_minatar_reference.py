@@ -98,7 +98,10 @@ def main() -> None:
 
     eval_env = make_env(cfg.env_id)
     eval_env.reset(seed=cfg.seed + EVAL_SEED_OFFSET)
-    rows: list[tuple[int, float, float]] = []
+    # Written as the run goes, so an interrupted run still has its curve.
+    runs.save_config(out, config_to_dict(cfg))
+    with (out / "eval.csv").open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerow(["step", "mean_return", "std_return"])
     start = time.perf_counter()
     step = 0
     while step < cfg.n_timesteps:
@@ -106,7 +109,8 @@ def main() -> None:
         model.learn(total_timesteps=target - step, reset_num_timesteps=step == 0)  # type: ignore[attr-defined]
         step = int(model.num_timesteps)  # type: ignore[attr-defined]
         returns = run_episodes(eval_env, act, cfg.n_eval_episodes)
-        rows.append((step, float(returns.mean()), float(returns.std())))
+        with (out / "eval.csv").open("a", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerow([step, float(returns.mean()), float(returns.std())])
         print(f"step {step}: mean return {returns.mean():.2f} +/- {returns.std():.2f}", flush=True)
     wall = time.perf_counter() - start
     final = run_episodes(
@@ -115,11 +119,6 @@ def main() -> None:
     print(
         f"final: {final.mean():.2f} +/- {final.std():.2f}, {step / wall:.0f} steps/s (evaluations included)"
     )
-    runs.save_config(out, config_to_dict(cfg))
-    with (out / "eval.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["step", "mean_return", "std_return"])
-        writer.writerows(rows)
     runs.write_eval(
         out,
         {

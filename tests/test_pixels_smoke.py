@@ -37,21 +37,18 @@ def test_train_resume_eval_video(
     env_id: str, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    # No final evaluations (--eval-episodes 0): one whole game of Pong, in the video, is enough.
-    assert (
-        main(["train", env_id, "--run-dir", str(run), "--steps", "200", *SMALL, "--eval-episodes", "0"]) == 0
-    )
+    assert main(["train", env_id, "--run-dir", str(run), "--steps", "200", *SMALL]) == 0
     out = capsys.readouterr().out
     assert "replay buffer: 1000 transitions, 0.0 GB" in out
     assert (run / "checkpoints" / "latest.pt").is_file()
-    argv = ["train", "--resume", str(run), "--steps", "300", "--no-progress", "--eval-episodes", "0"]
+    argv = ["train", "--resume", str(run), "--steps", "300", "--no-progress"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "Resuming" in out and "at step 200" in out
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == 300
     assert main(["eval", str(run), "--episodes", "1", "--video"]) == 0
     videos = list((run / "videos").glob("*.mp4"))
-    assert len(videos) == 1 and videos[0].stat().st_size > 1000
+    assert [v.name for v in videos] == [f"eval-{name}.mp4"] and videos[0].stat().st_size > 1000
     frame = first_frame(videos[0]).astype(int)
     # In colour: some pixels' red, green and blue differ (a grayscale frame has none).
     assert frame.ndim == 3 and frame.shape[2] == 3
