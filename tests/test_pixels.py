@@ -147,6 +147,16 @@ def test_refusals_in_one_line() -> None:
     from qiter.data import collect_data
 
     with pytest.raises(
-        QiterError, match=r"FQI takes vector observations, but MinAtar/Breakout-v1 gives 4x10x10 images"
+        QiterError,
+        match=r"FQI takes vector observations, but MinAtar/Breakout-v1 gives 4x10x10 images: images go through DQN",
     ):
         collect_data("MinAtar/Breakout-v1", n_steps=10)
+    from qiter.continuous.ddpg import TD3Agent
+
+    class ImageControl(ChannelsLast):
+        action_space = spaces.Box(-1, 1, (2,))
+
+    with pytest.raises(
+        QiterError, match=r"TD3 takes vector observations, but ImageControl gives 96x96x3 images"
+    ):
+        TD3Agent.check_spaces(ImageControl())

@@ -251,12 +251,12 @@ def make_minatar_env(env_id: str, render_mode: str | None = None, **kwargs: Any)
 
 def refuse_images(env: gym.Env, what: str) -> None:
     """Raise a one-line :class:`QiterError` if ``env`` gives images to ``what``, a path for vector
-    observations, naming the path that serves them (DQN with a convolutional network, through the torch
-    learner)."""
+    observations, naming the path that serves images (DQN's convolutional networks, on the torch learner)."""
     space = env.observation_space
     if is_image_space(space):
         name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
         raise QiterError(
             f"{what} takes vector observations, but {name} gives {'x'.join(map(str, space.shape or ()))} images: "
-            f"train DQN on it (`qiter train {name}`), whose convolutional networks run on the torch learner"
+            "images go through DQN (`qiter train ENV_ID`), whose convolutional networks run on the torch "
+            "learner and take channel-first frames with discrete actions (docs/pixels.md)"
         )

@@ -31,6 +31,7 @@ from qiter.buffers.replay import ReplayBuffer, TorchReplayBufferSamples
 from qiter.continuous.config import ContinuousConfig, parse_hidden_sizes
 from qiter.continuous.noise import make_noise
 from qiter.envs import require_box_observations, require_continuous_actions
+from qiter.pixel_envs import refuse_images
 from qiter.runs import load_module
 from qiter.wrappers import ActionScaler, require_bounded_box
 
@@ -81,6 +82,7 @@ class ContinuousAgent(Agent):
     @classmethod
     def check_spaces(cls, env: gym.Env) -> None:
         require_box_observations(env, cls.algo.upper())
+        refuse_images(env, cls.algo.upper())
         require_continuous_actions(env, cls.algo.upper())
         require_bounded_box(env.action_space, cls.algo.upper())
 
