@@ -294,3 +294,19 @@ def test_umask_fallback_without_proc(umask: int, tmp_path: Path, monkeypatch: py
     for path in _write_all(tmp_path):
         assert path.stat().st_mode & 0o777 == 0o640, path.name
     assert os.umask(umask) == umask  # the umask was read, not changed
+
+
+def test_a_log_kind_in_a_subfolder_closed_after_each_row(tmp_path: Path) -> None:
+    """A population's per-agent logs: in agents/, one header, no file left open between rows."""
+    with runs.RunLogger(tmp_path, tensorboard=False) as logger:
+        for step in (1000, 2000, 3000):
+            logger.log("agents/agent_0007", step, {"train_return": step / 100}, keep_open=False)
+            assert not logger._files
+    lines = (tmp_path / "agents" / "agent_0007.csv").read_text().splitlines()
+    assert lines[0] == "step,train_return,wall_time" and [line.split(",")[0] for line in lines[1:]] == [
+        "1000",
+        "2000",
+        "3000",
+    ]
+    runs.truncate_logs(tmp_path, 2000)
+    assert len((tmp_path / "agents" / "agent_0007.csv").read_text().splitlines()) == 3

@@ -235,10 +235,13 @@ class RunLifecycle:
 
     # -- during the run -----------------------------------------------------------------------------------
 
-    def log(self, kind: str, step: int, row: Mapping[str, float], tensorboard: bool = True) -> None:
-        """One row of ``<kind>.csv`` (and TensorBoard unless ``tensorboard=False``); nothing without a folder."""
+    def log(
+        self, kind: str, step: int, row: Mapping[str, float], tensorboard: bool = True, keep_open: bool = True
+    ) -> None:
+        """One row of ``<kind>.csv`` (and TensorBoard unless ``tensorboard=False``; the file closed after it
+        with ``keep_open=False``); nothing without a folder."""
         if self.logger is not None:
-            self.logger.log(kind, step, row, tensorboard=tensorboard)
+            self.logger.log(kind, step, row, tensorboard=tensorboard, keep_open=keep_open)
 
     def episode(self, step: int, episode_return: float, episode_length: int) -> None:
         """Tell the events about a finished episode."""

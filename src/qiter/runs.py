@@ -369,7 +369,14 @@ class RunLogger:
         self._files[kind], self._writers[kind], self._columns[kind] = f, writer, columns
         return writer
 
-    def log(self, kind: str, step: int, values: Mapping[str, float], tensorboard: bool = True) -> None:
+    def log(
+        self,
+        kind: str,
+        step: int,
+        values: Mapping[str, float],
+        tensorboard: bool = True,
+        keep_open: bool = True,
+    ) -> None:
         """Append one row to ``<kind>.csv`` (and TensorBoard).
 
         :param kind: Which file: ``"episodes"``, ``"train"``, ``"eval"``... (``"agents/agent_0000"``: a
@@ -378,6 +385,8 @@ class RunLogger:
         :param values: Metric name -> number. Keys absent from the file's header (set by its first row) are
             left out of the CSV with a warning, but still go to TensorBoard.
         :param tensorboard: ``False``: the CSV only (a population's per-agent rows, too many for plots).
+        :param keep_open: ``False``: close the file after the row (a population's thousands of per-agent
+            files would exceed the open-file limit); the next row opens it again.
         """
         writer = self._writer(kind, list(values))
         extra = [k for k in values if k not in self._columns[kind]]
@@ -391,6 +400,9 @@ class RunLogger:
         row["wall_time"] = round(now, 3)
         writer.writerow(row)
         self._files[kind].flush()
+        if not keep_open:
+            self._files.pop(kind).close()
+            del self._writers[kind], self._columns[kind]
         if self._tb is not None and tensorboard:
             for key, value in values.items():
                 self._tb.add_scalar(f"{kind}/{key}", float(value), global_step=int(step), walltime=now)

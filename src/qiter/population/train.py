@@ -577,7 +577,8 @@ class PopulationRun:
         }
         for i in range(self.n):
             row = {k: ("" if math.isnan(v[i]) else float(v[i])) for k, v in columns.items()}
-            self.life.log(f"agents/agent_{i:04d}", step, row, tensorboard=False)  # type: ignore[arg-type]
+            # Closed after each row: thousands of agents would exceed the open-file limit.
+            self.life.log(f"agents/agent_{i:04d}", step, row, tensorboard=False, keep_open=False)  # type: ignore[arg-type]
 
     # -- the end -----------------------------------------------------------------------------------------
 
