@@ -174,3 +174,19 @@ def test_the_agents_csv_holds_one_row_per_point(left_alone: Path) -> None:
     assert [r[0] for r in table[1:]] == ["1000", "2000", "3000", "4000", "5000"]
     assert all(r[2] != "" for r in table[1:])
     np.testing.assert_array_less(0, [float(r[3]) for r in table[1:]])
+
+
+def test_a_diverged_agent_is_named_and_the_others_go_on_until_all_have() -> None:
+    from qiter.errors import QiterWarning
+    from qiter.lifecycle import DivergenceError
+    from qiter.population.train import train
+    from qiter.resolve import resolve_config
+
+    config = resolve_config(
+        "CartPole-v1", overrides=["n_timesteps=3000", "evaluation_interval=0", "learning_starts=200"]
+    )
+    with pytest.warns(QiterWarning, match=r"agent\(s\) 1 diverged"):
+        result = train(config, 2, {"learning_rate": ["0.001", "1e12"]}, workers=1)
+    assert np.isfinite(result.layers[0][0][0]).all()
+    with pytest.raises(DivergenceError, match="every agent"):
+        train(config, 2, {"learning_rate": ["1e12", "1e13"]}, workers=1)

@@ -50,6 +50,8 @@ def _serve(conn: Connection, configs: list[DQNConfig], backend: str, threads: in
     # step, and asks the workers for their state to save; SIGTERM likewise goes through the parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # A diverging agent overflows before the parent's check names it: no numpy warnings on the way there.
+    np.seterr(over="ignore", invalid="ignore")
     if threads is not None:
         threadpool_limits(threads, user_api="blas")
         th.set_num_threads(threads)

@@ -303,7 +303,9 @@ def train(
     life = RunLifecycle(run_dir, events=events, tensorboard=tensorboard, verbose=int(progress))
     saved = _read_checkpoint(life, config, n_agents, sweep) if resume else None
     life.claim(resume, overwrite)
+    # A diverging agent overflows before the check names it: no numpy warnings on the way there.
     with (
+        np.errstate(over="ignore", invalid="ignore"),
         _thread_limits(setup.threads),
         Shards(setup.configs, setup.backend, setup.workers, setup.threads, cuda_graphs) as shards,
     ):
