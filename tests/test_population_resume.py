@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch as th
+from threadpoolctl import threadpool_limits
 
 from qiter.cli import main
 from qiter.runs import load_checkpoint
@@ -190,3 +191,37 @@ def test_a_diverged_agent_is_named_and_the_others_go_on_until_all_have() -> None
     assert np.isfinite(result.layers[0][0][0]).all()
     with pytest.raises(DivergenceError, match="every agent"):
         train(config, 2, {"learning_rate": ["1e12", "1e13"]}, workers=1)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch-device-counters"])
+def test_a_restored_population_steps_as_the_original(backend: str) -> None:
+    """``Population.state_dict`` into a fresh population (numpy; torch with every counter on the device, as
+    a CUDA graph replays them): the next steps, updates, target copies and draws are the same, to the bit."""
+    from qiter.population.lockstep import Population
+    from qiter.population.train import agent_configs
+    from qiter.resolve import resolve_config
+
+    config = resolve_config(
+        "Acrobot-v1",
+        overrides=["n_timesteps=400", "learning_starts=100", "replay_buffer_size=200", "double_dqn=true",
+                   "learning_rate_final=0", "target_network_update_interval=30"],
+    )  # fmt: skip
+    configs = agent_configs(config, 2)
+
+    def make() -> Population:
+        pop = Population(configs, "numpy" if backend == "numpy" else "torch")
+        if backend != "numpy":
+            pop.use_device_counters()
+        return pop
+
+    original, restored = make(), make()
+    with threadpool_limits(1, user_api="blas"):  # BLAS threads on a shared machine only wait for each other
+        original.run(0, 280)
+        restored.load_state_dict(original.state_dict(280))
+        original.run(280, 400)
+        restored.run(280, 400)
+    a, b = original.state_dict(400), restored.state_dict(400)
+    assert a["counters"] == b["counters"]
+    for key in a["arrays"]:
+        np.testing.assert_array_equal(a["arrays"][key], b["arrays"][key], err_msg=key)
+    np.testing.assert_array_equal(original.evaluate(2, 400), restored.evaluate(2, 400))
