@@ -102,16 +102,26 @@ def main() -> None:
     runs.save_config(out, config_to_dict(cfg))
     with (out / "eval.csv").open("w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerow(["step", "mean_return", "std_return"])
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Evaluate(BaseCallback):
+        """qiter's periodic evaluation inside one ``learn`` call (``learn`` in chunks would restart SB3's
+        exploration schedule at each chunk: its progress counts to the end of the current call)."""
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps % cfg.evaluation_interval == 0:
+                returns = run_episodes(eval_env, act, cfg.n_eval_episodes)
+                with (out / "eval.csv").open("a", newline="", encoding="utf-8") as f:
+                    csv.writer(f).writerow([self.num_timesteps, float(returns.mean()), float(returns.std())])
+                print(
+                    f"step {self.num_timesteps}: mean return {returns.mean():.2f} +/- {returns.std():.2f}",
+                    flush=True,
+                )
+            return True
+
     start = time.perf_counter()
-    step = 0
-    while step < cfg.n_timesteps:
-        target = min(step + cfg.evaluation_interval, cfg.n_timesteps)
-        model.learn(total_timesteps=target - step, reset_num_timesteps=step == 0)  # type: ignore[attr-defined]
-        step = int(model.num_timesteps)  # type: ignore[attr-defined]
-        returns = run_episodes(eval_env, act, cfg.n_eval_episodes)
-        with (out / "eval.csv").open("a", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerow([step, float(returns.mean()), float(returns.std())])
-        print(f"step {step}: mean return {returns.mean():.2f} +/- {returns.std():.2f}", flush=True)
+    model.learn(total_timesteps=cfg.n_timesteps, callback=Evaluate())  # type: ignore[attr-defined]
+    step = int(model.num_timesteps)  # type: ignore[attr-defined]
     wall = time.perf_counter() - start
     final = run_episodes(
         make_env(cfg.env_id), act, cfg.n_eval_episodes, seed=cfg.seed + FINAL_EVAL_SEED_OFFSET
