@@ -29,8 +29,8 @@ import numpy as np
 import torch as th
 from threadpoolctl import threadpool_limits
 
+from qiter.core.arrays import NumpyOps, Ops, TorchOps
 from qiter.population.array_envs import make_array_env
-from qiter.population.arrays import NumpyOps, Ops, TorchOps
 
 
 def _rate(step: Callable[[Any], object], actions: list[Any], n: int, seconds: float) -> float:

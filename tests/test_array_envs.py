@@ -6,9 +6,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from qiter.core.arrays import NumpyOps, Ops, TorchOps
 from qiter.errors import QiterError
 from qiter.population.array_envs import ARRAY_ENVS, make_array_env
-from qiter.population.arrays import NumpyOps, Ops, TorchOps
 from qiter.population.streams import Streams
 
 BACKENDS = [NumpyOps(), TorchOps("cpu")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch as th
@@ -9,7 +11,8 @@ import torch.nn as nn
 from gymnasium import spaces
 
 from qiter.buffers.replay import TorchReplayBufferSamples
-from qiter.dqn.fast import NumpyQFunction
+from qiter.dqn.core_learner import CoreLearner, numpy_actor
+from qiter.dqn.learner import TDSettings
 from qiter.dqn.losses import dqn_loss, next_state_values, td_target
 from qiter.dqn.networks import DuelingQNetwork
 
@@ -123,5 +126,7 @@ def test_dueling_forward_hand_set_weights() -> None:
     # The mean advantage is subtracted: the Q-values average to V.
     np.testing.assert_allclose(q.mean(axis=1), [1.5, 0.5], rtol=1e-6)
     # The numpy fast path computes the same function.
-    np.testing.assert_allclose(NumpyQFunction(net).forward(x.numpy()), expected, rtol=1e-6)
-    assert NumpyQFunction(net).act(x[1].numpy()) == 2
+    learner = CoreLearner(net, copy.deepcopy(net), TDSettings(1e-3, 0.99))
+    np.testing.assert_allclose(learner.core.q_values(x.numpy()[None])[0], expected, rtol=1e-6)
+    actor = numpy_actor(net)
+    assert actor is not None and actor(x[1].numpy()) == 2 and learner.act(x[1].numpy()) == 2

@@ -4,7 +4,7 @@ A chain MDP with known optimal values: states 0..L-1 (one-hot observations), K a
 step right, the last state terminates. Action a in state s pays a fixed mean reward mu(s, a) plus unit
 Gaussian noise, so ``Q*(s, a) = mu(s, a) + gamma * max_a' Q*(s + 1, a')`` by backward induction. The replay
 buffer is filled with a uniformly random policy (every pair visited ~300 times) and the library's
-:class:`NumpyLearner` is trained on it with the DQN and the Double DQN target, same data, same initial
+:class:`CoreLearner` is trained on it with the DQN and the Double DQN target, same data, same initial
 weights, same minibatches. The bias is the mean predicted Q(s, a) minus the mean Q*(s, a), averaged over
 snapshots of the second half of training.
 
@@ -26,7 +26,7 @@ import torch as th
 from gymnasium import spaces
 
 from qiter.buffers.replay import ReplayBuffer
-from qiter.dqn.fast import NumpyLearner
+from qiter.dqn.core_learner import CoreLearner
 from qiter.dqn.learner import TDSettings
 from qiter.dqn.networks import make_q_network
 
@@ -71,7 +71,7 @@ def q_bias(
 
     th.manual_seed(seed)
     q_net = make_q_network(observation_space, action_space, n_hidden_units=32, n_hidden_layers=1)
-    learner = NumpyLearner(
+    learner = CoreLearner(
         q_net, copy.deepcopy(q_net), TDSettings(learning_rate, GAMMA, double_dqn=double_dqn)
     )
     mean_q = []
@@ -80,7 +80,7 @@ def q_bias(
             learner.update_target()
         learner.update(buffer.sample(batch_size))
         if update >= n_updates // 2 and update % 100 == 0:
-            mean_q.append(float(learner.q.forward(one_hot).mean()))
+            mean_q.append(float(learner.core.q_values(one_hot[None]).mean()))
     return float(np.mean(mean_q) - optimal_q(mean_rewards).mean())
 
 

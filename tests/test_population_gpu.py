@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch as th
 
+from qiter.core.arrays import NumpyOps, TorchOps
+from qiter.core.dqn import AgentSettings, BatchedDQN
+from qiter.core.mlp import MLPSpec
 from qiter.errors import QiterError
 from qiter.population.array_envs import ARRAY_ENVS, make_array_env
-from qiter.population.arrays import NumpyOps, TorchOps
-from qiter.population.learner import AgentSettings, PopulationLearner
-from qiter.population.streams import Streams
+from qiter.population.streams import INIT, Streams
 from qiter.population.train import train
 from qiter.resolve import resolve_config
 
@@ -39,14 +40,18 @@ def test_cuda_envs_step_like_numpy(env_id: str) -> None:
         np.testing.assert_array_equal(gpu.to_numpy(b.truncateds), a.truncateds)
 
 
-def test_cuda_learner_matches_numpy() -> None:
-    settings = AgentSettings(
-        np.array([1e-3, 1e-2, 3e-4]), np.array([0.99, 0.9, 0.5]), np.array([False, True, True])
+@pytest.mark.parametrize(
+    "spec", [MLPSpec((4, 16, 16, 2)), MLPSpec((4, 16, 16, 3), "gelu", layer_norm=True, dueling=True)]
+)
+def test_cuda_learner_matches_numpy(spec: MLPSpec) -> None:
+    settings = AgentSettings.make(
+        3, [1e-3, 1e-2, 3e-4], [0.99, 0.9, 0.5], [False, True, True], [False, True, False], [np.inf, 1.0, 5.0]
     )
     cpu, gpu = NumpyOps(), TorchOps("cuda")
-    a = PopulationLearner(cpu, 3, [4, 16, 16, 2], settings)
-    b = PopulationLearner(gpu, 3, [4, 16, 16, 2], settings)
-    a.initialize(Streams(cpu, [0, 1, 2]))
+    a = BatchedDQN(cpu, 3, spec, settings)
+    b = BatchedDQN(gpu, 3, spec, settings)
+    streams = Streams(cpu, [0, 1, 2])
+    a.initialize(lambda k, shape: streams.uniform(INIT, k, shape))
     gpu.copy_into(b.params, gpu.asarray(a.params))
     b.update_target()
     rng = np.random.default_rng(0)

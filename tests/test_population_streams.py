@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qiter.population.arrays import NumpyOps, TorchOps
+from qiter.core.arrays import NumpyOps, TorchOps
 from qiter.population.streams import EXPLORE, RESET, SAMPLE, Streams, mix32
 
 

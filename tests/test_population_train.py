@@ -51,6 +51,33 @@ def test_population_learns_cartpole_and_is_deterministic(tmp_path: Path) -> None
     assert evaluation.mean_return > 0.5 * result.final_returns[best]
 
 
+def test_dueling_layer_norm_gelu_agents_save_as_their_networks(tmp_path: Path) -> None:
+    """Options the DQN core brings to populations (dueling head, layer norm, GELU, Huber) train, and an
+    agent saved with save_agent is a checkpoint whose network computes the population's Q-values."""
+    import torch as th
+
+    from qiter.core.arrays import NumpyOps
+    from qiter.core.dqn import AgentSettings, BatchedDQN
+    from qiter.population.lockstep import network_spec
+    from qiter.population.train import save_agent
+
+    overrides = ["learning_starts=200", "dueling=true", "layer_norm=true", "activation=gelu", "loss=huber"]
+    result = train(_config(800, *overrides), 2)
+    assert np.all(np.isfinite(result.final_returns))
+    save_agent(result, 1, tmp_path / "agent.pt")
+    q_net = qiter.load_agent(tmp_path / "agent.pt").agent.q_net  # type: ignore[attr-defined]
+    one = BatchedDQN(
+        NumpyOps(), 1, network_spec(result.configs[1], CartPole), AgentSettings.make(1, 1e-3, 0.99)
+    )
+    tensors = [t for layer in result.agent_layers(1) for t in layer]
+    for view, tensor in zip(one.online.tensors, tensors, strict=True):
+        view[0] = tensor.reshape(view.shape[1:])
+    obs = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    with th.no_grad():
+        expected = q_net(th.from_numpy(obs)).numpy()
+    np.testing.assert_allclose(one.q_values(obs[None])[0], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_same_seed_same_run() -> None:
     config = _config(1200, "learning_starts=300")
     np.testing.assert_array_equal(train(config, 3).final_returns, train(config, 3).final_returns)
@@ -144,10 +171,10 @@ def test_bad_population_input(n: int, sweep: dict[str, list[str]], message: str)
         ("Pendulum-v1", [], "discrete actions"),
         (
             "CartPole-v1",
-            ["dueling=true"],
-            r"do not support dueling=True yet .*: the batched learner",
+            ["prioritized_replay=true"],
+            r"do not support prioritized_replay=True yet .*: a sum tree per agent",
         ),
-        ("CartPole-v1", ["n_steps=3"], r"do not support n_steps=3 yet .*: the batched learner has no"),
+        ("CartPole-v1", ["n_steps=3"], r"do not support n_steps=3 yet .*: the population's buffer has no"),
     ],
 )
 def test_unsupported_setups_are_refused(env_id: str, overrides: list[str], message: str) -> None:

@@ -33,7 +33,7 @@ def test_both_learners_train_to_the_same_network() -> None:
     """The numpy fast path and autograd make the same updates: the same network after 100 gradient steps.
 
     Over thousands of steps float rounding drifts apart (Adam amplifies it where a gradient is near zero),
-    which then changes the actions and the data; ``test_fast.py`` checks each update on its own.
+    which then changes the actions and the data; ``test_core.py`` checks each update on its own.
     """
     config = {"evaluation_interval": 0, "n_timesteps": 400}
     fast = train(small_config(backend="numpy", **config), progress=False, verbose=0)

@@ -30,7 +30,7 @@ from qiter.buffers.frames import FrameReplayBuffer, PrioritizedFrameReplayBuffer
 from qiter.buffers.prioritized import PrioritizedReplayBuffer
 from qiter.buffers.replay import ReplayBuffer
 from qiter.dqn.config import DQNConfig
-from qiter.dqn.fast import NumpyLearner, supports_numpy
+from qiter.dqn.core_learner import CoreLearner, supports_core
 from qiter.dqn.learner import Learner, TDSettings
 from qiter.dqn.networks import ConvQNetwork, QNetwork, conv_torso_for, make_q_network
 from qiter.dqn.torch_learner import TorchLearner
@@ -140,18 +140,18 @@ def build_q_network(
 
 
 def make_learner(config: DQNConfig, q_net: QNetwork, q_target_net: QNetwork) -> Learner:
-    """The numpy fast path when it applies (and is not turned off), else the autograd path."""
+    """The DQN core on numpy (the CPU fast path) when it applies and is not turned off, else autograd."""
     device = th.device(config.device)
     settings = TDSettings.from_config(config)
     use_numpy = config.backend == "numpy" or (
-        config.backend == "auto" and device.type == "cpu" and supports_numpy(q_net)
+        config.backend == "auto" and device.type == "cpu" and supports_core(q_net)
     )
     if use_numpy:
-        if device.type != "cpu" or not supports_numpy(q_net):
+        if device.type != "cpu" or not supports_core(q_net):
             raise QiterError(
-                "backend 'numpy' needs device 'cpu' and a relu or tanh network (layer_norm allowed); use backend 'auto' or 'torch'"
+                "backend 'numpy' needs device 'cpu' and an MLP Q-network; use backend 'auto' or 'torch'"
             )
-        return NumpyLearner(q_net, q_target_net, settings)
+        return CoreLearner(q_net, q_target_net, settings)
     q_net.to(device)
     q_target_net.to(device)
     return TorchLearner(q_net, q_target_net, settings, device)

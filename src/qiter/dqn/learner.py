@@ -1,8 +1,9 @@
 """The learner contract: what a DQN gradient-step implementation offers the DQN agent.
 
-Two implementations compute the same update: :class:`~qiter.dqn.fast.NumpyLearner` (hand-written numpy
-forward, backward and Adam on views of the network's weights: the CPU fast path) and
-:class:`~qiter.dqn.torch_learner.TorchLearner` (autograd and fused Adam, on any device). Both take the
+Two implementations compute the same update: :class:`~qiter.dqn.core_learner.CoreLearner` (the batched
+DQN core of :mod:`qiter.core` with one agent: hand-written numpy forward, backward and Adam on views of the
+network's weights, the CPU fast path) and :class:`~qiter.dqn.torch_learner.TorchLearner` (autograd and
+fused Adam, on any device, for any network). Both take the
 network pair and one :class:`TDSettings`, so the agent never needs to know which one it holds.
 """
 

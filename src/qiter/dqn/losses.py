@@ -1,7 +1,7 @@
 """TD targets and losses in PyTorch: the reference computation of every DQN variant.
 
-The seed's :func:`~qiter.dqn.tutorial.dqn_update` and the autograd learner both call these; the fast numpy
-learner (:mod:`qiter.dqn.fast`) is tested against them on the same batches.
+The seed's :func:`~qiter.dqn.tutorial.dqn_update` and the autograd learner both call these; the DQN core
+(:mod:`qiter.core`, the numpy fast path) is tested against the autograd learner on the same batches.
 """
 
 from __future__ import annotations

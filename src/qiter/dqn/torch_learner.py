@@ -1,7 +1,8 @@
 """The autograd path: DQN gradient steps with PyTorch, on any device (CPU or CUDA), for any network.
 
-The trainer uses it when the numpy fast path does not apply (a GPU, an activation the fast path lacks)
-or when asked for with ``backend: torch``.
+The trainer uses it when the numpy DQN core does not apply (a GPU, a network the core does not run) or
+when asked for with ``backend: torch``; it is also the reference the core is tested against
+(``tests/test_core.py``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import numpy as np
 import torch as th
 
 from qiter.buffers.replay import ReplayBufferSamples
-from qiter.dqn.fast import NumpyQFunction, supports_numpy
+from qiter.dqn.core_learner import numpy_actor
 from qiter.dqn.learner import Learner, TDSettings, UpdateResult
 from qiter.dqn.losses import dqn_loss
 from qiter.dqn.networks import ConvQNetwork, QNetwork
@@ -39,7 +40,7 @@ class TorchLearner(Learner):
         # Images travel to the device as the uint8 they are stored as; the network scales them there.
         self._obs_dtype = None if isinstance(q_net, ConvQNetwork) else self.dtype
         # Acting on the CPU goes through numpy views of the weights: no per-step torch call.
-        self._numpy_q = NumpyQFunction(q_net) if supports_numpy(q_net) else None
+        self._numpy_act = numpy_actor(q_net)
 
     @property
     def learning_rate(self) -> float:
@@ -52,8 +53,8 @@ class TorchLearner(Learner):
 
     def act(self, observation: np.ndarray) -> int:
         """Greedy action of the online network for one observation."""
-        if self._numpy_q is not None:
-            return self._numpy_q.act(observation)
+        if self._numpy_act is not None:
+            return self._numpy_act(observation)
         with th.no_grad():
             obs = th.as_tensor(observation[np.newaxis], device=self.device, dtype=self._obs_dtype)
             return int(self.q_net(obs).argmax(dim=1).item())

@@ -22,8 +22,8 @@ from typing import ClassVar, NamedTuple
 
 import torch as th
 
+from qiter.core.arrays import Array, Ops
 from qiter.errors import QiterError
-from qiter.population.arrays import Array, Ops
 from qiter.population.streams import RESET, Streams
 
 

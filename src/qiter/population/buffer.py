@@ -10,7 +10,7 @@ draws them, from the agent's own random stream) and gathers every agent's rows w
 
 from __future__ import annotations
 
-from qiter.population.arrays import Array, Ops
+from qiter.core.arrays import Array, Ops
 from qiter.population.streams import SAMPLE, Streams
 
 

@@ -27,19 +27,26 @@ from typing import Any
 import numpy as np
 import torch as th
 
+from qiter.core.arrays import Array, Ops, make_ops
+from qiter.core.dqn import AgentSettings, BatchedDQN
+from qiter.core.mlp import MLPSpec
 from qiter.dqn.config import DQNConfig
 from qiter.errors import QiterWarning
 from qiter.population.array_envs import ArrayEnv, make_array_env
-from qiter.population.arrays import Array, Ops, make_ops
 from qiter.population.buffer import PopulationBuffer
-from qiter.population.learner import AgentSettings, PopulationLearner
-from qiter.population.streams import EVALUATE, EXPLORE, Streams, to_integers, to_uniform
+from qiter.population.streams import EVALUATE, EXPLORE, INIT, Streams, to_integers, to_uniform
 
 
 def layer_sizes(config: DQNConfig, env_cls: type[ArrayEnv]) -> list[int]:
-    """``[obs_dim, hidden..., n_actions]`` of the config's network."""
+    """``[obs_dim, hidden..., outputs]`` of the config's network (a dueling head has ``1 + n_actions``)."""
     assert env_cls.n_actions is not None
-    return [env_cls.obs_dim] + [config.n_hidden_units] * config.n_hidden_layers + [env_cls.n_actions]
+    outputs = env_cls.n_actions + int(config.dueling)
+    return [env_cls.obs_dim] + [config.n_hidden_units] * config.n_hidden_layers + [outputs]
+
+
+def network_spec(config: DQNConfig, env_cls: type[ArrayEnv]) -> MLPSpec:
+    """The DQN core's description of the config's network."""
+    return MLPSpec(tuple(layer_sizes(config, env_cls)), config.activation, config.layer_norm, config.dueling)
 
 
 class Population:
@@ -58,16 +65,13 @@ class Population:
         self.ops: Ops = make_ops(backend, base.device)
         self.streams = Streams(self.ops, [c.seed for c in configs])
         self.env = make_array_env(base.env_id, n, self.ops, self.streams)
-        settings = AgentSettings(
-            learning_rate=np.array([c.learning_rate for c in configs]),
-            gamma=np.array([c.gamma for c in configs]),
-            double_dqn=np.array([c.double_dqn for c in configs]),
-        )
-        self.learner = PopulationLearner(
-            self.ops, n, layer_sizes(base, type(self.env)), settings, base.activation, base.loss,
-            base.max_grad_norm, base.adam_eps,
+        settings = AgentSettings.make(
+            n, [c.learning_rate for c in configs], [c.gamma for c in configs],
+            [c.double_dqn for c in configs], [c.loss == "huber" for c in configs],
+            [math.inf if c.max_grad_norm is None else c.max_grad_norm for c in configs], base.adam_eps,
         )  # fmt: skip
-        self.learner.initialize(self.streams)
+        self.learner = BatchedDQN(self.ops, n, network_spec(base, type(self.env)), settings)
+        self.learner.initialize(lambda k, shape: self.streams.uniform(INIT, k, shape))
         capacity = min(base.replay_buffer_size, base.n_timesteps)
         self.buffer = PopulationBuffer(self.ops, self.streams, capacity, self.env.obs_dim)
         ops = self.ops
@@ -229,9 +233,9 @@ class Population:
 
     def gradient_step(self) -> None:
         """One gradient step of every agent on its own minibatch (what a CUDA graph captures)."""
-        loss, mean_q = self.learner.update(*self.buffer.sample(self.config.batch_size))
-        self.loss_sum += loss
-        self.q_sum += mean_q
+        out = self.learner.update(*self.buffer.sample(self.config.batch_size))
+        self.loss_sum += out.loss
+        self.q_sum += out.mean_q
 
     def take_metrics(self) -> dict[str, np.ndarray]:
         """Each agent's mean loss and mean Q over the gradient steps since the last call (empty if none)."""
@@ -275,8 +279,8 @@ class Population:
                 break
         return ops.to_numpy(returns).reshape(self.n, n_episodes).mean(axis=1)
 
-    def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Every agent's layers as host arrays (:meth:`PopulationLearner.layers`)."""
+    def layers(self) -> list[tuple[np.ndarray, ...]]:
+        """Every agent's layers as host arrays (:meth:`BatchedDQN.layers`)."""
         return self.learner.layers()
 
     # -- saving and restoring ----------------------------------------------------------------------------
@@ -293,7 +297,7 @@ class Population:
         ops, n = self.ops, self.n
         buffer = self.buffer
         size = _host_int(buffer.size)
-        arrays: dict[str, Array] = {f"learner.{k}": v for k, v in learner_arrays(self.learner).items()}
+        arrays: dict[str, Array] = {f"learner.{k}": v for k, v in self.learner.arrays().items()}
         arrays["buffer.table"] = buffer.table.reshape(n, buffer.capacity, -1)[:, :size]
         arrays |= {
             "env.state": self.env.state, "env.elapsed": self.env.elapsed, "observations": self.observations,
@@ -312,7 +316,7 @@ class Population:
         """Restore :meth:`state_dict` (of this slice's agents) in place: the run continues to the bit."""
         ops, n = self.ops, self.n
         arrays, counters = state["arrays"], state["counters"]
-        targets = {f"learner.{k}": v for k, v in learner_arrays(self.learner).items()}
+        targets = {f"learner.{k}": v for k, v in self.learner.arrays().items()}
         targets |= {
             "env.state": self.env.state, "env.elapsed": self.env.elapsed, "observations": self.observations,
             "episode_returns": self.episode_returns, "finished_sum": self.finished_sum,
@@ -333,25 +337,6 @@ class Population:
         self.updates = int(counters["updates"])
         if self.clock is not None:
             self.clock = _set_counter(ops, self.clock, counters["step"])
-
-
-def learner_arrays(learner: PopulationLearner) -> dict[str, Array]:
-    """The learner's state as arrays with a leading agent axis (views, not copies): per tensor of the
-    network, its parameters, target parameters and Adam's two moments. Adam's step count is kept apart
-    (one for all agents)."""
-    shapes = [(tuple(w.shape), tuple(b.shape)) for w, b in zip(learner.weights, learner.biases)]
-    out: dict[str, Array] = {}
-    flats = {
-        "params": learner.params,
-        "target_params": learner.target_params,
-        "exp_avg": learner.adam.exp_avg,
-        "exp_avg_sq": learner.adam.exp_avg_sq,
-    }
-    for name, flat in flats.items():
-        weights, biases = learner._views(flat, shapes)
-        for i, (w, b) in enumerate(zip(weights, biases)):
-            out[f"{name}.{i}.weight"], out[f"{name}.{i}.bias"] = w, b
-    return out
 
 
 def _host_int(x: int | Array) -> int:

@@ -22,7 +22,8 @@ class PopulationResult:
     train_returns: list[np.ndarray]  # one (N,) array per log interval: mean return of the episodes ended
     wall_time: float
     agent_steps_per_second: float
-    layers: list[tuple[np.ndarray, np.ndarray]] = field(repr=False)  # per layer: W (N, in, out), b (N, out)
+    # Per layer: W (N, in, out), b (N, out), then a hidden layer's layer-norm scale and shift (N, units).
+    layers: list[tuple[np.ndarray, ...]] = field(repr=False)
     backend: str = "numpy"
     workers: int = 1
     run_dir: str | None = None
@@ -33,9 +34,9 @@ class PopulationResult:
         """The agent with the best final evaluation (the lowest index among ties)."""
         return int(np.argmax(self.final_returns))
 
-    def agent_layers(self, agent: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Agent ``agent``'s layers ``(W (in, out), b (out,))``."""
-        return [(w[agent], b[agent]) for w, b in self.layers]
+    def agent_layers(self, agent: int) -> list[tuple[np.ndarray, ...]]:
+        """Agent ``agent``'s layers ``(W (in, out), b (out,)[, scale, shift])``."""
+        return [tuple(t[agent] for t in layer) for layer in self.layers]
 
 
 def iqm(values: np.ndarray) -> float:

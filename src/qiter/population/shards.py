@@ -182,11 +182,11 @@ class Shards:
         """:meth:`call` for a method answering one value per agent: the answers end to end."""
         return np.concatenate(self.call(method, *args))
 
-    def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+    def layers(self) -> list[tuple[np.ndarray, ...]]:
         """Every agent's layers, as :meth:`Population.layers`."""
         parts = self.call("layers")
         return [
-            (np.concatenate([p[i][0] for p in parts]), np.concatenate([p[i][1] for p in parts]))
+            tuple(np.concatenate([p[i][k] for p in parts]) for k in range(len(parts[0][i])))
             for i in range(len(parts[0]))
         ]
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from qiter.population.arrays import Array, Ops
+from qiter.core.arrays import Array, Ops
 
 MASK = 0xFFFFFFFF
 

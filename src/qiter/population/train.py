@@ -41,11 +41,11 @@ from qiter.config import (
     read_config_file,
     suggest,
 )
+from qiter.core.arrays import make_ops
 from qiter.dqn.config import DQNConfig
 from qiter.errors import QiterError, QiterWarning
 from qiter.lifecycle import DivergenceError, Every, QValueWatch, RunEvents, RunLifecycle
 from qiter.population.array_envs import ArrayEnv, make_array_env
-from qiter.population.arrays import make_ops
 from qiter.population.buffer import buffer_bytes
 from qiter.population.lockstep import layer_sizes
 from qiter.population.report import write_reports
@@ -78,14 +78,12 @@ SWEEPABLE = (
 UNSUPPORTED: dict[str, tuple[Any, str]] = {
     "n_steps": (
         1,
-        "the batched learner has no per-sample discounts yet (the buffer would need n-step traces)",
+        "the population's buffer has no n-step traces yet (the DQN core takes per-sample discounts)",
     ),
     "prioritized_replay": (
         False,
         "a sum tree per agent would be a Python loop over agents at every sample and priority update",
     ),
-    "dueling": (False, "the batched learner has no dueling head yet"),
-    "layer_norm": (False, "the batched learner has no layer normalization yet"),
     "n_envs": (1, "an agent steps one environment copy (N agents already step N copies)"),
     "clip_rewards": (False, "the array environments are classic control, whose rewards are stored as given"),
 }
@@ -96,7 +94,10 @@ SEGMENT = 250
 POPULATION_FORMAT = "qiter-population-v1"
 #: What a resume may not change: which agents there are (their number, seeds and sweep) and the shapes of
 #: the saved arrays (the buffers' capacity, min(replay_buffer_size, n_timesteps), is checked apart).
-FIXED_KEYS = ("env_id", "n_agents", "seed", "sweep", "n_hidden_layers", "n_hidden_units")
+FIXED_KEYS = (
+    "env_id", "n_agents", "seed", "sweep", "n_hidden_layers", "n_hidden_units", "dueling", "layer_norm",
+    "activation",
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -152,11 +153,6 @@ def check_supported(config: DQNConfig) -> None:
             raise QiterError(
                 f"populations do not support {key}={getattr(config, key)!r} yet (needs {needed!r}): {why}"
             )
-    if config.activation not in ("relu", "tanh"):
-        raise QiterError(
-            f"populations support activation relu or tanh, got {config.activation!r}: the batched learner "
-            "has no other yet"
-        )
     if config.network not in ("auto", "mlp"):
         raise QiterError(
             f"populations train MLPs, got network={config.network!r}: their array environments are vectors"
@@ -641,10 +637,10 @@ def save_agent(result: PopulationResult, agent: int, path: str | Path) -> None:
     cfg = replace(result.configs[agent], device="cpu")
     dqn = DQNAgent.build(cfg)
     assert isinstance(dqn, DQNAgent)
-    linears = [m for m in dqn.q_net.q_net if isinstance(m, th.nn.Linear)]
+    # The layers' tensors in the order of q_net.parameters(): Linear weight and bias, then the LayerNorm's.
+    tensors = [t for layer in result.agent_layers(agent) for t in layer]
     with th.no_grad():
-        for module, (w, b) in zip(linears, result.agent_layers(agent)):
-            module.weight.copy_(th.from_numpy(w.T.copy()))  # torch stores (out, in)
-            module.bias.copy_(th.from_numpy(b))
+        for p, t in zip(dqn.q_net.parameters(), tensors, strict=True):
+            p.copy_(th.from_numpy((t.T if t.ndim == 2 else t).copy()))  # torch stores weights (out, in)
         dqn.q_target_net.load_state_dict(dqn.q_net.state_dict())
     runs.save_checkpoint(path, checkpoint_state(dqn, cfg, RunState(step=cfg.n_timesteps)))

@@ -1,4 +1,7 @@
-"""The fast path: a DQN update written out by hand in numpy, on the network's own parameters.
+"""LEGACY COPY, for benchmarks/bench_dqn.py only: the numpy fast path as it was before the DQN core
+(``qiter.dqn.fast`` at main 9ae1b62), kept so the benchmark can compare old and new in one run.
+
+The fast path: a DQN update written out by hand in numpy, on the network's own parameters.
 
 Why: for the small MLPs of classic control, a torch forward/backward/Adam step costs hundreds of
 microseconds of framework overhead for a few hundred thousand floating-point operations. The same

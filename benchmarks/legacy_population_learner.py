@@ -1,4 +1,7 @@
-"""DQN gradient steps for N agents at once: batched forward, backward and Adam over a leading agent axis.
+"""LEGACY COPY, for benchmarks/bench_population.py only: the population learner as it was before the DQN
+core (``qiter.population.learner`` at main 9ae1b62), kept so the benchmark can compare old and new in one run.
+
+DQN gradient steps for N agents at once: batched forward, backward and Adam over a leading agent axis.
 
 The same arithmetic as :class:`qiter.dqn.fast.NumpyLearner` (forward, hand-written backward, Adam as
 ``torch.optim.Adam``), with every array given a leading axis of agents: layer ``i`` of all agents is one
@@ -22,8 +25,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qiter.population.arrays import AdamState, Array, Ops
+from qiter.core.arrays import Array, Ops
 from qiter.population.streams import INIT, Streams
+
+
+class AdamState:
+    """Adam's arrays over one flat parameter vector (the old ``qiter.population.arrays.AdamState``)."""
+
+    def __init__(self, ops: Ops, params: Array, grad: Array, lr: Array, eps: float) -> None:
+        self.params, self.grad, self.lr, self.eps = params, grad, lr, eps
+        self.exp_avg = ops.zeros(tuple(params.shape))
+        self.exp_avg_sq = ops.zeros(tuple(params.shape))
+        self.tmp = ops.zeros(tuple(params.shape))
+        self.beta1, self.beta2 = 0.9, 0.999
 
 
 @dataclass
@@ -267,7 +281,10 @@ class PopulationLearner:
         """``torch.optim.Adam`` on the flat vector of all agents, each with its own learning rate."""
         self.step_count += 1
         if isinstance(self.step_count, int):
-            self.ops.adam_(self.adam, *self._bias_corrections(self.step_count))
+            self.ops.adam_(
+                self.adam,  # type: ignore[arg-type]
+                *self._bias_corrections(self.step_count),
+            )
         else:
             ops = self.ops
             step_size = ops.select(self._step_sizes, 0, self.step_count)

@@ -1,0 +1,64 @@
+"""Adam as ``torch.optim.Adam`` (no weight decay, no amsgrad) on one flat parameter vector, in place.
+
+The vector may hold many agents' parameters: the learning rate is then a vector too (each agent's rate
+spread over its parameters). The step counter is a host integer, or a 0-d device tensor whose bias
+corrections are looked up in tables made on the host, as a captured CUDA graph needs (it replays the
+memory it saw, so no host number may change between replays).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from qiter.core.arrays import Array, Ops
+
+
+class Adam:
+    """Adam's state and step.
+
+    :param ops: The array backend.
+    :param params: The flat parameters (updated in place).
+    :param grad: Their gradient (read by :meth:`step`).
+    :param lr: One learning rate (a host number) or one per element (an array like ``params``).
+    :param eps: Adam's epsilon.
+    """
+
+    def __init__(self, ops: Ops, params: Array, grad: Array, lr: float | Array, eps: float) -> None:
+        self.ops = ops
+        self.params, self.grad, self.lr, self.eps = params, grad, lr, eps
+        self.beta1, self.beta2 = 0.9, 0.999
+        self.exp_avg = ops.zeros(tuple(params.shape))
+        self.exp_avg_sq = ops.zeros(tuple(params.shape))
+        self.tmp = ops.zeros(tuple(params.shape))
+        self.step_count: int | Array = 0
+        self._step_sizes: Array | None = None
+        self._denom_scales: Array | None = None
+
+    def bias_corrections(self, step: int) -> tuple[float, float]:
+        """``1 / (1 - beta1^t)`` and ``1 / sqrt(1 - beta2^t)`` at step ``t`` (computed in float64)."""
+        return 1.0 / (1.0 - self.beta1**step), 1.0 / math.sqrt(1.0 - self.beta2**step)
+
+    def use_device_counter(self, max_steps: int) -> None:
+        """Count steps in a 0-d tensor on the device, with the bias corrections in tables (the same float32
+        values as the host path's).
+
+        :param max_steps: The most steps the run will make.
+        """
+        ops = self.ops
+        table = np.array([(1.0, 1.0)] + [self.bias_corrections(t) for t in range(1, max_steps + 1)])
+        self._step_sizes = ops.asarray(table[:, 0], "float32")
+        self._denom_scales = ops.asarray(table[:, 1], "float32")
+        self.step_count = ops.asarray(int(self.step_count), "int64")
+
+    def step(self) -> None:
+        """One step with the gradient in :attr:`grad`."""
+        self.step_count += 1
+        if isinstance(self.step_count, int):
+            self.ops.adam_(self, *self.bias_corrections(self.step_count))
+            return
+        ops = self.ops
+        assert self._step_sizes is not None and self._denom_scales is not None
+        step_size = ops.select(self._step_sizes, 0, self.step_count)
+        ops.adam_(self, step_size, ops.select(self._denom_scales, 0, self.step_count))
