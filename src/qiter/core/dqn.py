@@ -126,7 +126,6 @@ class BatchedDQN:
         self.adam = Adam(
             ops, self.params, self.grad, 0.0 if self._lr is None else self._lr, settings.adam_eps
         )
-        self._mean_columns: dict[int, Array] = {}
         self.set_settings(settings)
 
     # -- settings ------------------------------------------------------------------------------------
@@ -255,18 +254,11 @@ class BatchedDQN:
         if self.clipping:
             self._clip_gradients()
         self.adam.step()
-        # Means over the minibatch as products with a column of 1/B, the maximum over the flattened
-        # (B, n_actions): one call each (a maximum of maxima and sum-then-divide cost twice as much).
-        mean_column = self._mean_column(batch_size)
+        # The logged means as sums (not BLAS products, whose last bit can depend on the arrays' memory
+        # alignment: a resumed run would log other digits); the maximum over the flattened (B, n_actions).
         max_q = ops.max(q_values.reshape(self.n, -1), -1)
-        return UpdateOutputs(elementwise @ mean_column, current_q @ mean_column, max_q, td_errors)
-
-    def _mean_column(self, batch_size: int) -> Array:
-        """``(B,)`` entries of ``1 / B``, kept."""
-        column = self._mean_columns.get(batch_size)
-        if column is None:
-            column = self._mean_columns[batch_size] = self.ops.full((batch_size,), 1.0 / batch_size)
-        return column
+        loss = ops.sum(elementwise, 1) / batch_size
+        return UpdateOutputs(loss, ops.sum(current_q, 1) / batch_size, max_q, td_errors)
 
     def _loss(self, td_errors: Array) -> tuple[Array, Array]:
         """Elementwise loss and its derivative with respect to the TD error, per agent's choice."""
