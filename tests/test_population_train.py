@@ -9,6 +9,7 @@ import pytest
 
 import qiter
 from qiter.cli import main
+from qiter.core.mlp import Parameters
 from qiter.dqn.config import DQNConfig
 from qiter.errors import QiterError
 from qiter.population.array_envs import CartPole
@@ -243,10 +244,8 @@ def test_learning_rate_decay_follows_the_single_agents_schedule() -> None:
             np.testing.assert_array_equal(decayed.learner.params, constant.learner.params)
     for i, cfg in enumerate(decayed.configs):
         expected = DQNAgent.build(cfg)._learning_rate_at(450)
-        rates = decayed.learner._views(
-            decayed.learner.lr,
-            [(w.shape, b.shape) for w, b in zip(decayed.learner.weights, decayed.learner.biases)],
-        )[0][0][i]
+        learner = decayed.learner
+        rates = Parameters(learner.lr, learner.spec, learner.n).weights[0][i]
         np.testing.assert_allclose(rates, expected, rtol=1e-6)
     assert not np.array_equal(decayed.learner.params, constant.learner.params)
 
@@ -284,14 +283,14 @@ def test_targets_counted_in_episodes_copy_each_agent_at_its_own_multiples() -> N
     )
     learner, copies = pop.learner, 0
     for step in range(800):
-        before = [t.copy() for t in learner.target_weights]
+        before = [t.copy() for t in learner.target.weights]
         episodes = pop.episodes.copy()
         pop.transition(step)
         pop.episode_target_update()
         ended = pop.episodes - episodes
         for i, interval in enumerate(pop.intervals):
             due = ended[i] and pop.episodes[i] % interval == 0
-            for w, t, b in zip(learner.weights, learner.target_weights, before):
+            for w, t, b in zip(learner.online.weights, learner.target.weights, before):
                 np.testing.assert_array_equal(t[i], w[i] if due else b[i])
             copies += int(due)
         pop.update(step + 1)
