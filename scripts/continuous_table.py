@@ -36,16 +36,24 @@ DEFAULT_RUNS = (
 
 
 def run_one(
-    preset: str, seed: int, steps: int | None, eval_episodes: int, run_dirs: Path | None = None
+    preset: str,
+    seed: int,
+    steps: int | None,
+    eval_episodes: int,
+    run_dirs: Path | None = None,
+    learning_starts: int | None = None,
 ) -> dict[str, object]:
     """Train one preset with one seed; return its final return, wall time and learning curve.
 
     :param run_dirs: If given, each run keeps its folder (logs, ``best.pt``, ``latest.pt``) in here, named
         ``<algo>-<NAME>-<seed>``; otherwise nothing is written.
+    :param learning_starts: Override the preset's (``--smoke``: a budget that learns something).
     """
     algo, _, name = preset.partition("/")
     cls = agent_class(algo)
     overrides = [f"n_timesteps={steps}"] if steps is not None else []
+    if learning_starts is not None:
+        overrides.append(f"learning_starts={learning_starts}")
     config = resolve_config(
         None, name, overrides=overrides, seed=seed, cls=cls.config_class, presets=preset_folder(algo)
     )
@@ -154,7 +162,10 @@ def main() -> None:
     rows = []
     for preset in args.runs:
         for seed in args.seeds:
-            row = run_one(preset, seed, args.steps, args.eval_episodes, args.run_dirs)
+            # A smoke run learns from step 100: its 300 steps are under every preset's learning_starts.
+            row = run_one(
+                preset, seed, args.steps, args.eval_episodes, args.run_dirs, 100 if args.smoke else None
+            )
             rows.append(row)
             with Path(args.jsonl).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")

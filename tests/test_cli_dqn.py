@@ -9,6 +9,8 @@ import pytest
 from qiter.cli import build_parser, main
 
 SMALL = ["--steps", "1500", "--set", "evaluation_interval=500", "--set", "n_eval_episodes=2", "--no-progress"]
+# Budgets this small learn only if learning starts early (the CartPole-v1 preset waits 1000 steps).
+SMALL += ["--set", "learning_starts=100", "--set", "target_network_update_interval=250"]
 
 
 def run_folder(root: Path) -> Path:
@@ -17,7 +19,9 @@ def run_folder(root: Path) -> Path:
 
 
 def test_train_eval_video_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "CartPole-v1", "--runs-dir", str(tmp_path), "--seed", "1", *SMALL]) == 0
+    # With its buffer saved, so that the resume below learns at once (without, it waits learning_starts).
+    argv = ["train", "CartPole-v1", "--runs-dir", str(tmp_path), "--seed", "1", "--save-buffer", *SMALL]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "Evaluation of CartPole-v1 over 2 episodes:" in out
     run = run_folder(tmp_path)
@@ -30,7 +34,8 @@ def test_train_eval_video_and_resume(tmp_path: Path, capsys: pytest.CaptureFixtu
 
     assert main(["train", "--resume", str(run), "--steps", "2000", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "Resuming" in out and "Trained 2000 steps" in out
+    # The steps this command trained, not the run's total (it resumed at 1500).
+    assert "Resuming" in out and "Trained 500 steps (steps 1500-2000 of the run)" in out
 
 
 @pytest.mark.parametrize(
@@ -80,6 +85,7 @@ def test_algorithm_flags_reach_the_config(tmp_path: Path) -> None:
     from qiter.runs import load_run_config
 
     argv = ["train", "CartPole-v1", "--runs-dir", str(tmp_path), "--steps", "600", "--no-progress", "--quiet"]
+    argv += ["--set", "learning_starts=100", "--set", "target_network_update_interval=300"]
     flags = ["--double-dqn", "--dueling", "--prioritized-replay", "--n-steps", "3", "--n-step-cut", "greedy"]
     flags += ["--loss", "huber", "--max-grad-norm", "5", "--tau", "0.01", "--learning-rate-final", "0"]
     assert main([*argv, *flags, "--set", "evaluation_interval=300", "--set", "n_eval_episodes=1"]) == 0
@@ -198,6 +204,7 @@ def test_kill_9_then_resume_logs_each_step_once(tmp_path: Path) -> None:
 
 def test_quiet_prints_only_the_final_evaluation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["train", "CartPole-v1", "--runs-dir", str(tmp_path), "--steps", "300", "--quiet"]
+    argv += ["--set", "learning_starts=100", "--set", "target_network_update_interval=150"]
     assert main([*argv, "--set", "evaluation_interval=150", "--set", "n_eval_episodes=1"]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("Evaluation of CartPole-v1 over 1 episodes:") and out.count("\n") == 1

@@ -233,3 +233,48 @@ def test_checker_message() -> None:
     need(True, "rate", "in (0, 1]")
     with pytest.raises(QiterError, match=r"^rate must be in \(0, 1\], got 2\.0$"):
         need(False, "rate", "in (0, 1]")
+
+
+def test_integers_from_the_command_line_take_scientific_notation() -> None:
+    from qiter.config import parse_int
+
+    assert parse_int("1e5") == 100_000 and parse_int("100_000") == 100_000 and parse_int("7") == 7
+    for text in ("1.5", "1e-3", "ten", "inf"):
+        with pytest.raises(QiterError, match="is not an integer"):
+            parse_int(text)
+
+
+def test_env_kwargs_are_typed_like_set_and_kept_as_a_mapping() -> None:
+    from qiter.config import parse_keyword_arguments
+    from qiter.run_config import RunConfig
+
+    kwargs = parse_keyword_arguments(
+        ["enable_wind=true", "wind_power=15.5", "map_name=8x8", "n=3", "sizes=[1, 2]", "x=none"]
+    )
+    assert kwargs == {
+        "enable_wind": True,
+        "wind_power": 15.5,
+        "map_name": "8x8",
+        "n": 3,
+        "sizes": [1, 2],
+        "x": None,
+    }
+    with pytest.raises(QiterError, match="use key=value"):
+        parse_keyword_arguments(["enable_wind"])
+    # The config field: from --set as a YAML mapping, from a config file or checkpoint as a mapping.
+    assert parse_overrides(RunConfig, ["env_kwargs={enable_wind: true}"]) == {
+        "env_kwargs": {"enable_wind": True}
+    }
+    assert config_from_dict(RunConfig, {"env_kwargs": {"g": 9.8}}).env_kwargs == {"g": 9.8}
+    with pytest.raises(QiterError, match="bad value for env_kwargs"):
+        parse_overrides(RunConfig, ["env_kwargs=[1, 2]"])
+    round_trip = config_from_dict(RunConfig, config_to_dict(RunConfig(env_kwargs={"is_slippery": False})))
+    assert round_trip.env_kwargs == {"is_slippery": False}
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_seeds_outside_numpys_range_are_refused(seed: int) -> None:
+    from qiter.run_config import RunConfig
+
+    with pytest.raises(QiterError, match=r"seed must be an integer in \[0, 4294967295\]"):
+        config_from_dict(RunConfig, {"seed": seed})

@@ -131,3 +131,135 @@ def test_cli_train_without_box2d_is_one_line(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and 'pip install "qiter[box2d]"' in err
     assert list(tmp_path.iterdir()) == []  # no run folder
+
+
+# -- environments as users bring them: keyword arguments of gymnasium.make, their own modules ------------
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+
+
+def test_env_kwargs_reach_gymnasium_make_and_a_bad_one_is_one_line() -> None:
+    from qiter.agent import agent_class
+
+    config = DQNConfig(env_id="CartPole-v1", env_kwargs={"sutton_barto_reward": True})
+    env = agent_class("dqn").make_env(config)
+    assert env.unwrapped._sutton_barto_reward is True
+    with pytest.raises(QiterError, match=r"CartPole-v1 does not accept the keyword arguments \['windy'\]"):
+        make_env("CartPole-v1", windy=True)
+    with pytest.raises(QiterError, match="env_kwargs must be"):
+        DQNConfig(env_kwargs={"render_mode": "human"}).validate()
+
+
+def test_env_kwargs_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from qiter.cli import main
+    from qiter.data import load_data
+    from qiter.runs import load_run_config
+
+    # tabular: a deterministic FrozenLake is solved by Q-learning's greedy policy on every episode
+    argv = [
+        "tabular",
+        "FrozenLake-v1",
+        "--env-kwargs",
+        "is_slippery=false",
+        "--episodes",
+        "300",
+        "--seed",
+        "0",
+    ]
+    assert main([*argv, "--eval-episodes", "5", "--no-progress"]) == 0
+    assert "Q-learning:      1.000 +/- 0.000" in capsys.readouterr().out
+    # train: kept in config.yaml (what resume, eval and load_agent read)
+    run = tmp_path / "run"
+    argv = ["train", "CartPole-v1", "--env-kwargs", "sutton_barto_reward=true", "--run-dir", str(run)]
+    argv += [
+        "--steps",
+        "200",
+        "--set",
+        "learning_starts=100",
+        "--set",
+        "evaluation_interval=0",
+        "--no-progress",
+    ]
+    assert main([*argv, "--set", "n_eval_episodes=1"]) == 0
+    assert load_run_config(run)["env_kwargs"] == {"sutton_barto_reward": True}
+    # Sutton and Barto's reward is 0 a step and -1 at the end: the evaluation's return says which env ran.
+    assert "over 1 episodes: -1.00" in capsys.readouterr().out
+    assert main(["eval", str(run), "--episodes", "1", "--env-kwargs", "sutton_barto_reward=false"]) == 0
+    assert "over 1 episodes: -1.00" not in capsys.readouterr().out
+    # collect keeps them with the data, and fqi makes its env with them
+    out = tmp_path / "data.npz"
+    assert (
+        main(
+            [
+                "collect",
+                "CartPole-v1",
+                "--steps",
+                "50",
+                "--out",
+                str(out),
+                "--env-kwargs",
+                "sutton_barto_reward=true",
+            ]
+        )
+        == 0
+    )
+    data = load_data(out)
+    assert data.env_kwargs == {"sutton_barto_reward": True} and set(np.unique(data.rewards)) <= {0.0, -1.0}
+    argv = [
+        "fqi",
+        str(out),
+        "--iterations",
+        "1",
+        "--eval-episodes",
+        "1",
+        "--no-progress",
+        "--regressor",
+        "linear",
+    ]
+    assert main(argv) == 0
+    assert "final greedy return over 1 episodes: -1.00" in capsys.readouterr().out
+
+
+def test_a_users_own_environment_from_its_module(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from qiter.cli import main
+    from qiter.runs import load_run_config
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the current folder is added to find the module
+    monkeypatch.chdir(EXAMPLES)
+    run = tmp_path / "run"
+    argv = [
+        "train",
+        "corridor_env:Corridor-v0",
+        "--env-kwargs",
+        "length=4",
+        "--run-dir",
+        str(run),
+        "--seed",
+        "0",
+    ]
+    argv += [
+        "--steps",
+        "300",
+        "--set",
+        "learning_starts=100",
+        "--set",
+        "evaluation_interval=0",
+        "--no-progress",
+    ]
+    assert main([*argv, "--set", "n_eval_episodes=1"]) == 0
+    assert load_run_config(run)["env_id"] == "corridor_env:Corridor-v0"
+    capsys.readouterr()
+    assert main(["eval", str(run), "--episodes", "1"]) == 0
+    assert "Evaluation of corridor_env:Corridor-v0 over 1 episodes" in capsys.readouterr().out
+    env = make_env("corridor_env:Corridor-v0", length=4)
+    assert env.unwrapped.length == 4
+    with pytest.raises(
+        QiterError, match=r"'corridor_env' registers no environment 'Corridr-v0'\. Did you mean"
+    ):
+        check_env_id("corridor_env:Corridr-v0")
+    with pytest.raises(QiterError, match="no module named 'no_such_module'"):
+        check_env_id("no_such_module:Corridor-v0")

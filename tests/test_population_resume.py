@@ -146,10 +146,17 @@ def test_resume_of_something_else_is_one_line(
     left_alone: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     single = tmp_path / "single"
-    assert (
-        main(["train", "CartPole-v1", "--steps", "300", "--run-dir", str(single), "--quiet", "--no-progress"])
-        == 0
-    )
+    argv = [
+        "train",
+        "CartPole-v1",
+        "--steps",
+        "300",
+        "--set",
+        "learning_starts=100",
+        "--run-dir",
+        str(single),
+    ]
+    assert main([*argv, "--quiet", "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["population", "--resume", str(single)]) == 2
     assert "is not a population" in capsys.readouterr().err

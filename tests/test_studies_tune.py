@@ -106,7 +106,8 @@ def test_tune_td3_and_export_a_preset(tmp_path: Path, capsys: pytest.CaptureFixt
     """A short TD3 study on Pendulum; the best trial exported as a preset `qiter train --algo td3` reads."""
     out, best = tmp_path / "tune", tmp_path / "best.yaml"
     tiny = ["learning_starts=200", "evaluation_interval=200", "n_eval_episodes=1"]
-    argv = ["tune", "Pendulum-v1", "--algo", "td3", "--trials", "2", "--budget", "400", "--seed", "0"]
+    # 600 steps: the Zoo's space draws update_interval up to 512, and a trial must learn something.
+    argv = ["tune", "Pendulum-v1", "--algo", "td3", "--trials", "2", "--budget", "600", "--seed", "0"]
     argv += [
         "--out",
         str(out),
@@ -129,7 +130,7 @@ def test_tune_td3_and_export_a_preset(tmp_path: Path, capsys: pytest.CaptureFixt
     config = resolve_config("Pendulum-v1", config_file=best, algo="td3")
     assert config.hidden_sizes == study.best_params["hidden_sizes"]
     assert config.learning_rate == pytest.approx(study.best_params["learning_rate"])
-    assert config.gradient_steps == -1 and config.n_timesteps == 400 and config.n_critics == 2
+    assert config.gradient_steps == -1 and config.n_timesteps == 600 and config.n_critics == 2
 
 
 def test_bad_trials_and_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,7 +28,17 @@ from gymnasium import spaces
 from qiter.errors import QiterError
 from qiter.run_config import RunConfig
 
-__all__ = ["ALGORITHMS", "Agent", "Evaluation", "TrainedAgent", "Transitions", "agent_class", "load_agent"]
+__all__ = [
+    "ALGORITHMS",
+    "Agent",
+    "Evaluation",
+    "TrainedAgent",
+    "Transitions",
+    "agent_class",
+    "check_budget",
+    "first_step_after",
+    "load_agent",
+]
 
 # Algorithm name -> "module:AgentClass", imported only when used (torch and friends load slowly).
 ALGORITHMS: dict[str, str] = {
@@ -112,14 +122,15 @@ class Agent(ABC):
 
     @classmethod
     def make_env(cls, config: RunConfig, render_mode: str | None = None) -> gym.Env:
-        """The environment as this agent sees it (default: ``config.env_id``, observations flattened).
+        """The environment as this agent sees it (default: ``config.env_id`` made with ``config.env_kwargs``,
+        observations flattened).
 
         An agent that needs a view of the task (discretized actions) overrides this; the run loop, the
         evaluation and :func:`load_agent` all make environments through it.
         """
         from qiter.envs import make_env
 
-        return make_env(config.env_id, render_mode=render_mode, flatten=True)
+        return make_env(config.env_id, render_mode=render_mode, flatten=True, **config.env_kwargs)
 
     @classmethod
     def build(cls, config: RunConfig) -> Agent:
@@ -130,6 +141,26 @@ class Agent(ABC):
             return cls(config, env.observation_space, env.action_space)
         finally:
             env.close()
+
+    @classmethod
+    def first_update_step(
+        cls, config: RunConfig, start_step: int = 0, learning_starts: int | None = None
+    ) -> int | None:
+        """The environment step of the first gradient step of a run of ``config`` (at the earliest, when it
+        depends on how episodes end), or ``None`` when the agent cannot say before the run.
+
+        :param config: The run's config.
+        :param start_step: The step the run starts from (a resume's checkpoint).
+        :param learning_starts: When learning may start, if not at ``config``'s ``learning_starts`` (a
+            resume without its replay buffer waits ``learning_starts`` steps more).
+        """
+        return None
+
+    @classmethod
+    def budget_warnings(cls, config: RunConfig) -> list[str]:
+        """What the run's budget leaves undone although the agent learns (one sentence each), e.g. a target
+        network that is never updated. Default: nothing."""
+        return []
 
     @classmethod
     @abstractmethod
@@ -198,6 +229,63 @@ class Agent(ABC):
         return "buffer" in state
 
 
+def first_step_after(start: int, n_envs: int, after: int, interval: int) -> int:
+    """The first step a loop that advances ``n_envs`` steps at a time from ``start`` reaches with
+    ``step > after`` and a multiple of ``interval`` in ``(step - n_envs, step]`` (an update schedule in steps).
+
+    :param start: The step the loop starts from.
+    :param n_envs: Steps per loop iteration.
+    :param after: Updates happen only at steps above this (``learning_starts``).
+    :param interval: Steps between updates.
+    """
+    step = start + n_envs
+    if step <= after:
+        step = start + ((after - start) // n_envs + 1) * n_envs
+    while not step // interval - (step - n_envs) // interval:
+        step += n_envs
+    return step
+
+
+def check_budget(
+    agent_cls: type[Agent], config: RunConfig, start_step: int = 0, learning_starts: int | None = None
+) -> None:
+    """Say, before any work, when the run's budget is too small for the agent to learn.
+
+    :param agent_cls: The algorithm.
+    :param config: The run's config (``n_timesteps`` is the budget).
+    :param start_step: The step the run starts from (a resume's checkpoint).
+    :param learning_starts: See :meth:`Agent.first_update_step`.
+    :raises QiterError: No gradient step at all would happen within ``n_timesteps``.
+    :warns QiterWarning: The agent learns, but the budget leaves something undone
+        (:meth:`Agent.budget_warnings`).
+    """
+    import warnings
+
+    from qiter.errors import QiterWarning
+
+    if start_step >= config.n_timesteps:
+        return  # no step left to train (a resume that only finishes the final evaluation)
+    first = agent_cls.first_update_step(config, start_step, learning_starts)
+    if first is not None and first > config.n_timesteps:
+        starts = getattr(config, "learning_starts", 0)
+        wait = (
+            f"learning waits for learning_starts={starts} steps"
+            if learning_starts is None or learning_starts == starts
+            else f"learning waits until step {learning_starts}, learning_starts={starts} new steps of a replay "
+            "buffer the checkpoint does not hold"
+        )
+        interval = getattr(config, "update_interval", 1)
+        unit = getattr(config, "update_unit", "steps")
+        raise QiterError(
+            f"nothing would be learned: {agent_cls.algo}'s first gradient step comes at step {first} ({wait}, "
+            f"then update_interval={interval} {unit}), after the budget of n_timesteps={config.n_timesteps}; "
+            "raise it (--steps) or lower learning_starts"
+        )
+    for message in agent_cls.budget_warnings(config):
+        # Attributed to this line, so that Python shows it once though the CLI and the loop both check.
+        warnings.warn(message, QiterWarning, stacklevel=1)
+
+
 def agent_class(algo: str) -> type[Agent]:
     """The agent class of an algorithm name.
 
@@ -261,6 +349,20 @@ class TrainedAgent:
             return self.agent.act(obs, explore=False)
         raise QiterError(f"observation of shape {obs.shape} does not fit the agent's {tuple(shape or ())}")
 
+    def check_exploration_rate(self, exploration_rate: float, name: str = "exploration_rate") -> None:
+        """Refuse a rate outside [0, 1], or any exploration for an agent whose actions are not discrete.
+
+        :param exploration_rate: The probability of a random action.
+        :param name: How the message names it (the CLI's ``--epsilon``).
+        """
+        if not 0.0 <= exploration_rate <= 1.0:
+            raise QiterError(f"{name} must be in [0, 1] (a probability), got {exploration_rate}")
+        if exploration_rate > 0 and not isinstance(self.agent.action_space, spaces.Discrete):
+            raise QiterError(
+                f"{name} is epsilon-greedy exploration, for discrete actions; this {self.algo} agent acts on "
+                f"{self.agent.action_space} (evaluate it greedily, without {name})"
+            )
+
     def evaluate(
         self,
         env: gym.Env | str | None = None,
@@ -269,6 +371,7 @@ class TrainedAgent:
         video_folder: str | Path | None = None,
         exploration_rate: float = 0.0,
         video_name: str | None = None,
+        env_kwargs: Mapping[str, Any] | None = None,
     ) -> Evaluation:
         """Play ``n_episodes`` full episodes with the greedy policy.
 
@@ -278,17 +381,26 @@ class TrainedAgent:
         :param video_folder: Record the episodes to an mp4 in this folder.
         :param exploration_rate: Probability of a random action instead of the greedy one.
         :param video_name: The mp4's name (default ``<algo>-<env_id>``).
+        :param env_kwargs: Keyword arguments of ``gymnasium.make`` over the run's own ``env_kwargs`` (when
+            ``env`` is not an environment).
         """
+        from qiter.config import MAX_SEED, seed_ok
         from qiter.evaluation import run_episodes
 
         if n_episodes < 1:
             raise QiterError(f"n_episodes must be at least 1, got {n_episodes}")
+        if not seed_ok(seed):
+            raise QiterError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+        self.check_exploration_rate(exploration_rate)
         render = "rgb_array" if video_folder is not None else None
         own = not isinstance(env, gym.Env)
         if isinstance(env, gym.Env):
             play_env = env
         else:
             config = self.config if env is None else dataclasses.replace(self.config, env_id=env)
+            if env_kwargs:
+                config = dataclasses.replace(config, env_kwargs={**config.env_kwargs, **env_kwargs})
+                config.validate()
             play_env = self.agent.make_env(config, render_mode=render)
         try:
             returns = run_episodes(
@@ -312,7 +424,15 @@ def load_agent(path: str | Path) -> TrainedAgent:
     from qiter import runs
     from qiter.config import config_from_dict
 
-    state = runs.load_checkpoint(runs.resolve_checkpoint(path))
+    checkpoint = runs.resolve_checkpoint(path)
+    state = runs.load_checkpoint(checkpoint)
+    if state.get("algo") == "population":
+        raise QiterError(
+            f"{checkpoint} holds a whole population, not one agent: `qiter population ... --save-best` writes "
+            f"its best agent to {Path(path) if Path(path).is_dir() else 'RUN_DIR'}/best.pt, which `qiter eval` reads"
+        )
+    if Path(path).is_dir():
+        runs.check_checkpoint_of_run(path, checkpoint, state)
     cls = agent_class(str(state.get("algo", "")))
     cls.check_format(state, path)
     config = config_from_dict(cls.config_class, state["config"], f"the config in {path}")

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
+import yaml
+
 from qiter.errors import QiterError
 from qiter.runs import read_yaml_mapping
 
@@ -33,14 +35,22 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 __all__ = [
+    "ENV_KWARGS_RULE",
+    "MAX_SEED",
+    "SEED_RANGE",
     "checker",
     "config_from_dict",
     "config_to_dict",
     "convert_value",
     "convert_values",
+    "env_kwargs_ok",
     "field_types",
+    "guess_value",
+    "parse_int",
+    "parse_keyword_arguments",
     "parse_overrides",
     "read_config_file",
+    "seed_ok",
     "suggest",
     "type_name",
     "validate",
@@ -98,6 +108,8 @@ def type_name(tp: Any) -> str:
     if origin in (Union, types.UnionType):
         inner = [a for a in get_args(tp) if a is not type(None)]
         return " or ".join(type_name(a) for a in inner) + " or none"
+    if origin is dict or tp is dict:
+        return "a mapping such as {key: value}"
     return {int: "an integer", float: "a number", bool: "a boolean (true/false)", str: "a string"}.get(
         tp, getattr(tp, "__name__", str(tp))
     )
@@ -129,6 +141,8 @@ def _convert(key: str, tp: Any, value: Any) -> Any:
         raise bad()
     if value is None:
         raise bad()
+    if origin is dict or tp is dict:
+        return _convert_mapping(value, bad)
     if origin is Literal:
         return _convert_literal(key, tp, value)
     if tp is bool:
@@ -155,6 +169,21 @@ def _convert(key: str, tp: Any, value: Any) -> Any:
     if isinstance(tp, type) and isinstance(value, tp):
         return value  # a field of another type, given a value of that type (from Python, not the CLI)
     raise bad()
+
+
+def _convert_mapping(value: Any, bad: Callable[[], QiterError]) -> dict[str, Any]:
+    """A mapping field (``env_kwargs``): a mapping from YAML or a checkpoint, or ``{key: value, ...}`` text."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return {}
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise bad() from None
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise bad()
+    return dict(value)
 
 
 def _convert_literal(key: str, tp: Any, value: Any) -> Any:
@@ -206,6 +235,59 @@ def _convert_int(value: Any, bad: Callable[[], QiterError]) -> int:
     if math.isfinite(number) and number.is_integer():
         return int(number)
     raise bad()
+
+
+def parse_int(text: str) -> int:
+    """An integer from the command line: ``100000``, ``100_000``, or integral scientific notation (``1e5``).
+
+    :raises QiterError: Anything else (``1.5``, ``1e-3``, ``ten``).
+    """
+    return int(_convert_int(text, lambda: QiterError(f"{text!r} is not an integer")))
+
+
+def guess_value(text: str) -> Any:
+    """A value of unknown type from the command line, typed as ``--set`` types them: ``true``/``false``,
+    ``none``, integers (``100_000``; ``1e5`` is a number), numbers, ``[...]``/``{...}`` as YAML, else text.
+
+    :param text: What the user wrote after ``key=``.
+    """
+    s = text.strip()
+    lowered = s.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null", "~"):
+        return None
+    try:
+        return int(s.replace("_", ""))
+    except ValueError:
+        pass
+    try:
+        return float(s.replace("_", ""))
+    except ValueError:
+        pass
+    if s[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(s)
+        except yaml.YAMLError:
+            raise QiterError(f"{text!r} is not valid YAML") from None
+    return s
+
+
+def parse_keyword_arguments(items: Iterable[str], flag: str = "--env-kwargs") -> dict[str, Any]:
+    """Keyword arguments from ``key=value`` strings (``--env-kwargs``), each value typed by :func:`guess_value`.
+
+    :param items: Strings such as ``"enable_wind=true"``.
+    :param flag: How the message names the option.
+    :raises QiterError: A string without ``=``, or a key that is not a Python name.
+    """
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise QiterError(f"bad {flag} {item!r}: use key=value, e.g. {flag} is_slippery=false")
+        result[key] = guess_value(value)
+    return result
 
 
 def _check_key(cls: type[DataclassInstance], key: str) -> Any:
@@ -275,6 +357,27 @@ def parse_overrides(cls: type[DataclassInstance], overrides: Iterable[str]) -> d
 # ---------------------------------------------------------------------------------------------------------
 # Configs from and to dicts, validation
 # ---------------------------------------------------------------------------------------------------------
+
+
+#: The largest seed: numpy's legacy seeding (``np.random.seed``) takes seeds in [0, 2**32 - 1].
+MAX_SEED = 2**32 - 1
+SEED_RANGE = f"an integer in [0, {MAX_SEED}]"
+
+
+def seed_ok(seed: int | None) -> bool:
+    """Whether ``seed`` is ``None`` or in numpy's and torch's range ``[0, 2**32 - 1]`` (for ``validate``)."""
+    return seed is None or 0 <= seed <= MAX_SEED
+
+
+# Keyword arguments of gymnasium.make that qiter sets itself.
+_RESERVED_ENV_KWARGS = ("render_mode",)
+ENV_KWARGS_RULE = "a mapping of Python names to values, without render_mode (qiter sets it)"
+
+
+def env_kwargs_ok(env_kwargs: Mapping[str, Any]) -> bool:
+    """Whether ``env_kwargs`` can go to ``gymnasium.make`` (for ``validate``): Python names as keys, none of
+    the arguments qiter passes itself."""
+    return all(isinstance(k, str) and k.isidentifier() and k not in _RESERVED_ENV_KWARGS for k in env_kwargs)
 
 
 def checker(config: object) -> Callable[[bool, str, str], None]:

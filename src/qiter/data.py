@@ -7,16 +7,18 @@ regression inputs ``concatenate((observations, actions), axis=1)`` work unchange
 
 from __future__ import annotations
 
+import json
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from qiter.envs import make_env, require_box_observations, require_discrete_actions
+from qiter.envs import OFFLINE_CONTINUOUS_HINT, make_env, require_box_observations, require_discrete_actions
 from qiter.errors import QiterError
 from qiter.pixel_envs import refuse_images
 
@@ -43,6 +45,7 @@ class OfflineData:
     terminateds: np.ndarray  # true terminations only (no bootstrap), (n,)
     truncateds: np.ndarray | None = None  # time-limit ends, (n,): the next observation is still bootstrapped
     env_id: str | None = None  # where the data came from, so `qiter fqi FILE` can rebuild the env
+    env_kwargs: dict[str, Any] | None = None  # the keyword arguments of gymnasium.make it was made with
 
     def __len__(self) -> int:
         return len(self.observations)
@@ -98,6 +101,7 @@ def collect_data(
     seed: int | None = None,
     policy: Policy | None = None,
     progress: bool | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
 ) -> OfflineData:
     """
     Collect transitions using a random agent (sample action randomly), or the given policy.
@@ -108,14 +112,16 @@ def collect_data(
     :param policy: A function from one observation to a discrete action (a trained agent, say);
         uniform random actions when ``None``.
     :param progress: Show a progress bar; by default only for ``n_steps >= 100_000``.
+    :param env_kwargs: Keyword arguments of ``gymnasium.make`` (kept with the data).
     :return: The collected transitions.
     """
     if n_steps < 1:
         raise QiterError(f"n_steps must be at least 1, not {n_steps}")
-    env = make_env(env_id)
+    kwargs = dict(env_kwargs or {})
+    env = make_env(env_id, **kwargs)
     obs_shape = require_box_observations(env, "FQI data collection")
     refuse_images(env, "FQI")
-    require_discrete_actions(env, "FQI data collection")
+    require_discrete_actions(env, "FQI data collection", OFFLINE_CONTINUOUS_HINT)
     # Numpy arrays (buffers) to collect the data, float64 as in the seed
     observations = np.zeros((n_steps, *obs_shape))
     next_observations = np.zeros((n_steps, *obs_shape))
@@ -141,7 +147,9 @@ def collect_data(
         if terminated or truncated:
             obs, _ = env.reset()
     env.close()
-    return OfflineData(observations, next_observations, actions, rewards, terminateds, truncateds, env_id)
+    return OfflineData(
+        observations, next_observations, actions, rewards, terminateds, truncateds, env_id, kwargs or None
+    )
 
 
 def _npz_path(filename: str | Path) -> Path:
@@ -167,6 +175,9 @@ def save_data(data: OfflineData, filename: str | Path) -> Path:
     if data.env_id is not None:
         # A 0-d unicode array: loadable with allow_pickle=False, unlike a Python object
         arrays["env_id"] = np.array(data.env_id)
+    if data.env_kwargs:
+        # As JSON text in a 0-d unicode array, for the same reason.
+        arrays["env_kwargs"] = np.array(json.dumps(data.env_kwargs))
     np.savez(path, **arrays)
     return path
 
@@ -204,7 +215,7 @@ def load_data(filename: str | Path) -> OfflineData:
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as archive:
-            for name in (*_REQUIRED_FIELDS, "truncateds", "env_id"):
+            for name in (*_REQUIRED_FIELDS, "truncateds", "env_id", "env_kwargs"):
                 if name in archive.files:
                     arrays[name] = archive[name]
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError) as exc:
@@ -222,6 +233,7 @@ def load_data(filename: str | Path) -> OfflineData:
         raise QiterError(
             f"data file '{path}': field 'env_id' must be a string, not {env_id.dtype} {env_id.shape}"
         )
+    env_kwargs = _read_env_kwargs(arrays.pop("env_kwargs", None), path)
     data = OfflineData(
         arrays["observations"],
         arrays["next_observations"],
@@ -230,6 +242,20 @@ def load_data(filename: str | Path) -> OfflineData:
         arrays["terminateds"],
         arrays.get("truncateds"),
         None if env_id is None else str(env_id),
+        env_kwargs,
     )
     data.validate(source=f"data file '{path}'")
     return data
+
+
+def _read_env_kwargs(field: np.ndarray | None, path: Path) -> dict[str, Any] | None:
+    """The ``env_kwargs`` field of a data file (JSON text), or ``None`` without one."""
+    if field is None:
+        return None
+    try:
+        value = json.loads(str(field)) if field.ndim == 0 and field.dtype.kind == "U" else None
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise QiterError(f"data file '{path}': field 'env_kwargs' must be a JSON mapping")
+    return value

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import sys
 from typing import Any
 
 import gymnasium as gym
@@ -41,17 +43,60 @@ def _register_plugin(env_id: str) -> None:
                 raise QiterError(f"{env_id} needs the package '{module}': {hint}") from exc
 
 
+def import_env_module(env_id: str) -> str:
+    """Import the module of a ``module:EnvId`` id (gymnasium's form for a user's own environment), which
+    registers its environments; return the id without the module.
+
+    The module is looked up among the installed packages, then in the current folder.
+
+    :param env_id: ``"my_package.envs:MyEnv-v0"``, or a plain id (returned as it is).
+    :raises QiterError: The module cannot be imported.
+    """
+    module, sep, name = env_id.rpartition(":")
+    if not sep:
+        return env_id
+    if not module or not name:
+        raise QiterError(f"environment id {env_id!r}: use MODULE:ID, e.g. my_package.envs:MyEnv-v0")
+    for attempt in range(2):
+        try:
+            importlib.import_module(module)
+            break
+        except ModuleNotFoundError as exc:
+            ours = exc.name is not None and (module == exc.name or module.startswith(exc.name + "."))
+            if not ours:  # the user's module imports something that is missing
+                raise QiterError(f"importing {module!r} for {env_id} failed: {exc}") from None
+            if attempt == 1 or os.getcwd() in sys.path:
+                raise QiterError(
+                    f"no module named {exc.name!r} for {env_id}: install the package that defines {name}, or "
+                    "run qiter from the folder that holds it"
+                ) from None
+            # Not installed: the current folder, as `python -m` would look (last, so nothing is shadowed).
+            sys.path.append(os.getcwd())
+        except Exception as exc:  # the user's module failed while importing: say where, in one line
+            raise QiterError(
+                f"importing {module!r} for {env_id} failed: {type(exc).__name__}: {exc}"
+            ) from None
+    return name
+
+
 def check_env_id(env_id: str) -> None:
     """Raise a :class:`QiterError` with close suggestions if ``env_id`` is not a registered environment.
 
-    :param env_id: A gymnasium id such as ``"CartPole-v1"``.
+    :param env_id: A gymnasium id such as ``"CartPole-v1"``, or ``"module:EnvId"`` for an environment that
+        ``module`` registers when imported.
     """
-    _register_plugin(env_id)
-    if env_id in gym.registry:
+    name = import_env_module(env_id)
+    _register_plugin(name)
+    if name in gym.registry:
         return
     known = list(gym.registry.keys())
-    name = env_id.rsplit("-v", 1)[0]
-    newer = sorted(k for k in known if k.rsplit("-v", 1)[0] == name)
+    if name != env_id:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        module = env_id.rpartition(":")[0]
+        raise QiterError(f"{module!r} registers no environment {name!r}.{hint}")
+    base = name.rsplit("-v", 1)[0]
+    newer = sorted(k for k in known if k.rsplit("-v", 1)[0] == base)
     if newer:
         raise QiterError(
             f"environment '{env_id}' is not available in this gymnasium; use one of: {', '.join(newer)}"
@@ -64,11 +109,12 @@ def check_env_id(env_id: str) -> None:
 def make_env(env_id: str, render_mode: str | None = None, flatten: bool = False, **kwargs: Any) -> gym.Env:
     """Create a gymnasium environment, with a clear error for unknown ids.
 
-    :param env_id: A gymnasium id such as ``"CartPole-v1"``.
+    :param env_id: A gymnasium id such as ``"CartPole-v1"``, or ``"module:EnvId"`` (the module is imported
+        first, see :func:`import_env_module`).
     :param render_mode: ``None``, ``"rgb_array"`` (for videos) or ``"human"``.
     :param flatten: Flatten a non-flat Box (or Dict/Tuple) observation into a 1-D Box, as the seed does for
         highway-env (images, uint8 Boxes of 2 or 3 axes, are left as they are).
-    :param kwargs: Passed on to ``gym.make``.
+    :param kwargs: Passed on to ``gym.make`` (an argument the environment does not take is one line).
     :return: The environment.
     """
     check_env_id(env_id)
@@ -76,9 +122,18 @@ def make_env(env_id: str, render_mode: str | None = None, flatten: bool = False,
     if kind is not None:  # Atari and MinAtar come preprocessed, as images
         return pixel_envs.make_pixel_env(env_id, kind, render_mode, **kwargs)
     try:
-        env = gym.make(env_id, render_mode=render_mode, **kwargs)
+        env = gym.make(import_env_module(env_id), render_mode=render_mode, **kwargs)
     except DependencyNotInstalled as exc:
         raise QiterError(_missing_dependency_message(env_id, exc)) from exc
+    except TypeError as exc:
+        if not kwargs:
+            raise
+        # An argument the environment's constructor does not take (or takes with another type).
+        # gymnasium appends the whole call to the constructor's message; its first part says it all.
+        reason = str(exc).split(" was raised from the environment creator")[0]
+        raise QiterError(
+            f"{env_id} does not accept the keyword arguments {sorted(kwargs)}: {reason}"
+        ) from None
     # Images stay images: an MLP agent refuses them in one line rather than learning from flattened pixels.
     space = env.observation_space
     if (
@@ -94,7 +149,7 @@ def make_env(env_id: str, render_mode: str | None = None, flatten: bool = False,
 
 def _entry_module(env_id: str) -> str:
     """The module of an environment's entry point, a ``"module:Class"`` string or a callable."""
-    entry_point = gym.spec(env_id).entry_point
+    entry_point = gym.spec(env_id.rpartition(":")[2]).entry_point
     if isinstance(entry_point, str):
         return entry_point.split(":", 1)[0]
     return getattr(entry_point, "__module__", "") or ""
@@ -111,18 +166,30 @@ def _missing_dependency_message(env_id: str, exc: Exception) -> str:
     return f"{env_id} needs a package that is not installed: {lines[0] if lines else type(exc).__name__}"
 
 
-def require_discrete_actions(env: gym.Env, algo: str) -> int:
+# What `qiter train` offers for continuous actions, the advice of a DQN that meets them.
+TRAIN_CONTINUOUS_HINT = (
+    "For continuous actions use --algo td3, ddpg, naf or cem, or discretize them (--discretize K)."
+)
+# The advice of the offline algorithms (FQI, its data collection): another command, not a flag of theirs.
+OFFLINE_CONTINUOUS_HINT = (
+    "For continuous actions train an agent online instead, e.g. `qiter train ENV_ID --algo td3`."
+)
+
+
+def require_discrete_actions(env: gym.Env, algo: str, hint: str = "") -> int:
     """Return the number of actions, or raise if the action space is not ``Discrete``.
 
     :param env: The environment.
     :param algo: Name of the algorithm, for the message.
+    :param hint: What the user can do instead (a sentence, e.g. :data:`TRAIN_CONTINUOUS_HINT`), only
+        advice the command that calls this can follow.
     :return: ``env.action_space.n``.
     """
     space = env.action_space
     if not isinstance(space, spaces.Discrete):
         raise QiterError(
-            f"{algo} needs a Discrete action space, but {env_name(env)} has {space}. "
-            "For continuous actions use --algo td3, ddpg, naf or cem, or discretize them (--discretize K)."
+            f"{algo} needs a Discrete action space, but {env_name(env)} has {space}."
+            + (f" {hint}" if hint else "")
         )
     return int(space.n)
 

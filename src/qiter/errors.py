@@ -1,13 +1,20 @@
-"""The one exception type that qiter raises for bad input.
+"""The one exception type that qiter raises for bad input, and its warning.
 
 The CLI catches :class:`QiterError` and prints its message with a non-zero exit code, so a user never sees
-a traceback from deep inside numpy, torch or gymnasium for a mistake of theirs.
+a traceback from deep inside numpy, torch or gymnasium for a mistake of theirs. :class:`QiterWarning`s are
+shown as one line, ``qiter: warning: ...``, in any process that calls :func:`one_line_warnings` (the CLI
+and the worker processes it starts).
 """
 
 from __future__ import annotations
 
 import signal
+import sys
+import warnings
 from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["QiterError", "QiterWarning", "RunInterrupted", "one_line_warnings"]
 
 
 class QiterError(ValueError):
@@ -42,3 +49,30 @@ class RunInterrupted(QiterError):
     def exit_code(self) -> int:
         """The shell's code for a process ended by the signal: ``128 + signum``."""
         return 128 + self.signum
+
+
+def one_line_warnings() -> None:
+    """Show :class:`QiterWarning`s as ``qiter: warning: MESSAGE`` on stderr from now on, in this process.
+
+    Python's own format adds the file, line number and source line of the ``warnings.warn`` call, which says
+    nothing to a user. Other warnings keep Python's format. Calling this twice changes nothing.
+    """
+    show = warnings.showwarning
+    if getattr(show, "_qiter_one_line", False):
+        return
+
+    def show_warning(
+        message: Any,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, QiterWarning):
+            print(f"qiter: warning: {message}", file=file if file is not None else sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    show_warning._qiter_one_line = True  # type: ignore[attr-defined]
+    warnings.showwarning = show_warning

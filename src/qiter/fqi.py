@@ -35,7 +35,7 @@ from sklearn.tree import DecisionTreeRegressor
 from tqdm.auto import tqdm
 
 from qiter.data import OfflineData, collect_data, load_data, save_data
-from qiter.envs import require_discrete_actions
+from qiter.envs import OFFLINE_CONTINUOUS_HINT, require_discrete_actions
 from qiter.errors import QiterError
 from qiter.evaluation import run_episodes
 from qiter.pixel_envs import refuse_images
@@ -175,7 +175,7 @@ def evaluate(
     :param verbose: Print ``Total reward = mean +/- std`` as the seed does.
     :return: Mean and standard deviation of the episode returns.
     """
-    n_actions = require_discrete_actions(env, "FQI")
+    n_actions = require_discrete_actions(env, "FQI", OFFLINE_CONTINUOUS_HINT)
     if n_eval_episodes < 1:
         raise QiterError(f"n_eval_episodes must be at least 1, not {n_eval_episodes}")
 
@@ -471,7 +471,7 @@ class FQIIteration:
 
 def _infer_n_actions(data: OfflineData, env: gym.Env | None, n_actions: int | None) -> int:
     if env is not None:
-        env_actions = require_discrete_actions(env, "FQI")
+        env_actions = require_discrete_actions(env, "FQI", OFFLINE_CONTINUOUS_HINT)
         refuse_images(env, "FQI")
         if n_actions is not None and n_actions != env_actions:
             raise QiterError(f"n_actions={n_actions} but the environment has {env_actions} actions")

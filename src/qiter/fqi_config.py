@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from qiter.config import checker
+from qiter.config import SEED_RANGE, checker, seed_ok
 
 __all__ = ["REGRESSOR_NAMES", "CollectConfig", "FQIConfig", "RegressorName"]
 
@@ -38,6 +38,7 @@ class CollectConfig:
         need = checker(self)
         need(bool(self.env_id), "env_id", "a gymnasium environment id")
         need(self.steps >= 1, "steps", "at least 1")
+        need(seed_ok(self.seed), "seed", SEED_RANGE)
 
 
 @dataclass
@@ -64,3 +65,4 @@ class FQIConfig:
         need(0 <= self.gamma <= 1, "gamma", "in [0, 1]")
         need(self.eval_freq >= 0, "eval_freq", "at least 0 (0: only the final evaluation)")
         need(self.eval_episodes >= 1, "eval_episodes", "at least 1")
+        need(seed_ok(self.seed), "seed", SEED_RANGE)

@@ -57,21 +57,38 @@ class RunEvents:
     def on_checkpoint(self, step: int, path: Path) -> None:
         """Before a checkpoint is written to ``path``."""
 
+    def on_log(self, kind: str, step: int, row: Mapping[str, float]) -> None:
+        """After each row of the logs (``kind``: ``episodes``, ``train``, ``eval``...), with or without a run
+        folder: what an experiment tracker sends on."""
 
-def check_finite(step: int, metrics: Mapping[str, float], who: str = "") -> None:
+
+def check_finite(
+    step: int, metrics: Mapping[str, float], who: str = "", run_path: Path | None = None
+) -> None:
     """Raise :class:`DivergenceError` if a training metric is NaN or infinite.
 
     :param step: The step the metrics belong to (named in the message).
     :param metrics: Metric name -> value.
     :param who: Whose metrics (``"agent 3: "``), for a population.
+    :param run_path: The run folder, whose latest checkpoint (if any) the message names.
     """
     for key, value in metrics.items():
         if not math.isfinite(value):
             raise DivergenceError(
-                f"training diverged at step {step}: {who}{key} is {value}. The last good checkpoint is "
-                "kept; try a smaller learning rate, the huber loss or gradient clipping "
-                "(max_grad_norm)."
+                f"training diverged at step {step}: {who}{key} is {value}. {_kept(run_path)}"
             )
+
+
+def _kept(run_path: Path | None) -> str:
+    """What a diverged run leaves to continue from, and what to change."""
+    advice = "a smaller learning rate, the huber loss or gradient clipping (max_grad_norm)"
+    checkpoint = runs.latest_checkpoint(run_path) if run_path is not None else None
+    if checkpoint is None:
+        return f"No checkpoint was written before it; start again with {advice}."
+    return (
+        f"The last good checkpoint, {checkpoint}, is kept: `qiter train --resume {run_path} --set KEY=VALUE` "
+        f"continues from it; try {advice}."
+    )
 
 
 class QValueWatch:
@@ -239,9 +256,11 @@ class RunLifecycle:
         self, kind: str, step: int, row: Mapping[str, float], tensorboard: bool = True, keep_open: bool = True
     ) -> None:
         """One row of ``<kind>.csv`` (and TensorBoard unless ``tensorboard=False``; the file closed after it
-        with ``keep_open=False``); nothing without a folder."""
+        with ``keep_open=False``; nothing written without a folder), then told to the events."""
         if self.logger is not None:
             self.logger.log(kind, step, row, tensorboard=tensorboard, keep_open=keep_open)
+        for event in self.events:
+            event.on_log(kind, step, row)
 
     def episode(self, step: int, episode_return: float, episode_length: int) -> None:
         """Tell the events about a finished episode."""

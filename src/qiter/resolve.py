@@ -277,7 +277,7 @@ def resume_config(
 def run_algo(run_dir: str | Path) -> str:
     """The algorithm of the run in ``run_dir``, read from its latest checkpoint.
 
-    :raises QiterError: The folder holds no checkpoint.
+    :raises QiterError: The folder holds no checkpoint, or one of another run.
     """
     from qiter import runs
 
@@ -285,7 +285,9 @@ def run_algo(run_dir: str | Path) -> str:
     checkpoint = runs.latest_checkpoint(run_path)
     if checkpoint is None:
         raise QiterError(f"no checkpoint to resume from in {run_path / runs.CHECKPOINT_DIR}")
-    return str(runs.load_checkpoint(checkpoint).get("algo", "dqn"))
+    state = runs.load_checkpoint(checkpoint)
+    runs.check_checkpoint_of_run(run_path, checkpoint, state)  # not a checkpoint copied in from another run
+    return str(state.get("algo", "dqn"))
 
 
 def _config_class(algo: str) -> type[RunConfig]:

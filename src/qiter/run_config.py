@@ -8,9 +8,10 @@ run loop (:mod:`qiter.run_loop`) needs to know nothing about the algorithm.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from qiter.config import checker
+from qiter.config import ENV_KWARGS_RULE, SEED_RANGE, checker, env_kwargs_ok, seed_ok
 from qiter.devices import check_device
 
 
@@ -19,6 +20,8 @@ class RunConfig:
     """Environment, budget, evaluation, checkpoints and device of one run."""
 
     env_id: str = "CartPole-v1"
+    # Keyword arguments of gymnasium.make (--env-kwargs key=value), e.g. {enable_wind: true}
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 2023
     n_timesteps: int = 20_000  # environment steps in total, over all copies of the environment
     n_envs: int = 1  # copies of the environment stepped together (a gymnasium vector env when > 1)
@@ -43,6 +46,8 @@ class RunConfig:
         """
         need = checker(self)
         need(bool(self.env_id), "env_id", "a gymnasium environment id")
+        need(env_kwargs_ok(self.env_kwargs), "env_kwargs", ENV_KWARGS_RULE)
+        need(seed_ok(self.seed), "seed", SEED_RANGE)
         need(self.n_timesteps >= 1, "n_timesteps", "at least 1")
         need(self.n_envs >= 1, "n_envs", "at least 1")
         need(0 < self.gamma <= 1, "gamma", "in (0, 1]")

@@ -34,7 +34,7 @@ import numpy as np
 import torch as th
 from threadpoolctl import threadpool_limits
 
-from qiter.agent import Agent, Evaluation, MetricSummary, Transitions
+from qiter.agent import Agent, Evaluation, MetricSummary, Transitions, check_budget
 from qiter.config import config_to_dict
 from qiter.errors import QiterError, QiterWarning
 from qiter.evaluation import run_episodes
@@ -277,6 +277,8 @@ def train(
     config.validate()
     if resume and run_dir is None:
         raise QiterError("resume needs the run folder to resume")
+    if not resume:  # a resume is checked once its checkpoint says where it starts (_resume)
+        check_budget(agent_cls, config)
     life = RunLifecycle(run_dir, events=events, tensorboard=tensorboard, verbose=verbose)
     th.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -413,7 +415,7 @@ class _Loop:
                 observe(transitions)
                 metrics = update(step)
                 if metrics is not None:
-                    check_finite(step, metrics)
+                    check_finite(step, metrics, run_path=life.run_path)
                     summary.add(metrics)
                 if step >= next_point:
                     if self.points_due():
@@ -443,7 +445,7 @@ class _Loop:
         for episode_return, episode_length in finished:
             state.episodes += 1
             state.last_return = episode_return
-            if life.logger is not None:
+            if life.logger is not None or life.events:  # the row only where it goes (a file, a tracker)
                 row = {"return": episode_return, "length": episode_length, **self.agent.metrics()}
                 life.log("episodes", state.step, row)
             life.episode(state.step, episode_return, episode_length)
@@ -483,7 +485,7 @@ class _Loop:
         life.log("eval", step, {"mean_return": mean, "std_return": std})
         if life.verbose:
             life.say(
-                f"Evaluation at step {step}: mean return {mean:.2f} +/- {std:.2f}{_schedule_note(agent)}"
+                f"Evaluation at step {step}: mean return {mean:.2f} +/- {std:.2f}{_evaluation_note(config)}"
             )
         stop = life.evaluation(step, mean, std, agent)
         if mean > best_mean:
@@ -523,9 +525,10 @@ def _finish(
     )
 
 
-def _schedule_note(agent: Agent) -> str:
-    epsilon = agent.metrics().get("epsilon")
-    return f" (epsilon {epsilon:.2f})" if epsilon is not None else ""
+def _evaluation_note(config: RunConfig) -> str:
+    """How the evaluation acted, when not greedily (the training epsilon is the progress bar's)."""
+    rate = config.eval_exploration_rate
+    return f" (evaluation epsilon {rate:g})" if rate > 0 else ""
 
 
 def _final_evaluation(
@@ -551,9 +554,14 @@ def _resume(agent: Agent, config: RunConfig, life: RunLifecycle) -> RunState:
     agent.check_format(state, checkpoint_path)
     life.check_fixed_keys(state["config"], config_to_dict(config), agent.fixed_keys)
     step, episodes = int(state["step"]), int(state["episodes"])
+    has_buffer = agent.has_buffer(state["agent"])
+    # Without its buffer, the agent waits learning_starts new steps before it learns again.
+    check_budget(
+        type(agent), config, step, None if has_buffer else step + getattr(config, "learning_starts", 0)
+    )
     agent.load_state_dict(state["agent"])
     th.set_rng_state(state["torch_rng"])
-    if not agent.has_buffer(state["agent"]):
+    if not has_buffer:
         warnings.warn(
             f"resuming {life.run_path} with an empty replay buffer (the checkpoint holds none: train with "
             "--save-buffer to keep it); learning waits for learning_starts new transitions and will not "

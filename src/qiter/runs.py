@@ -48,11 +48,14 @@ CHECKPOINT_FORMAT = "qiter-checkpoint"
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.yaml"
 EVAL_FILE = "eval.json"
+# The best agent of a population folder (``qiter population --save-best``).
+POPULATION_BEST = "best.pt"
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_PREFIX",
     "RunLogger",
+    "check_checkpoint_of_run",
     "check_writable",
     "claim_run_dir",
     "latest_checkpoint",
@@ -61,6 +64,7 @@ __all__ = [
     "make_run_dir",
     "read_csv",
     "resolve_checkpoint",
+    "safe_name",
     "save_checkpoint",
     "save_config",
     "truncate_logs",
@@ -73,7 +77,7 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _safe_name(name: str) -> str:
+def safe_name(name: str) -> str:
     """A file-name-safe version of an env id (``ALE/Pong-v5`` -> ``ALE_Pong-v5``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "env"
 
@@ -89,18 +93,32 @@ def make_run_dir(root: str | Path, env_id: str, algo: str, seed: int) -> Path:
     :param algo: Algorithm name, e.g. ``"dqn"``.
     :param seed: Random seed of the run.
     :return: The new folder.
+    :raises QiterError: The folder cannot be created (not writable, a name too long, a file in the way).
     """
-    parent = Path(root) / _safe_name(env_id)
-    parent.mkdir(parents=True, exist_ok=True)
-    base = f"{_safe_name(algo)}-{seed}-{datetime.now():%Y%m%d-%H%M%S}"
+    parent = Path(root) / safe_name(env_id)
+    base = f"{safe_name(algo)}-{seed}-{datetime.now():%Y%m%d-%H%M%S}"
+    check_writable(parent / base, f"the run folder {parent / base}")
+    _make_folder(parent, "the run folder")
     for i in range(10_000):
         run_dir = parent / (base if i == 0 else f"{base}-{i}")
         try:
             run_dir.mkdir()  # atomic: fails if another process took this name first
         except FileExistsError:
             continue
+        except OSError as e:
+            raise QiterError(f"cannot create the run folder {run_dir}: {e.strerror or e}") from None
         return run_dir
     raise QiterError(f"could not create a new run folder under {parent}")  # pragma: no cover
+
+
+def _make_folder(path: Path, what: str) -> None:
+    """``mkdir -p path``, with a failure as one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise QiterError(f"cannot create {what} {path}: a file is in the way") from None
+    except OSError as e:
+        raise QiterError(f"cannot create {what} {path}: {e.strerror or e}") from None
 
 
 def _umask() -> int:
@@ -119,15 +137,32 @@ def _umask() -> int:
     return old
 
 
+def _check_name_lengths(path: Path, what: str) -> None:
+    """One line for a name longer than the file system takes (even ``os.stat`` fails on it, ENAMETOOLONG)."""
+    try:
+        limit = os.pathconf(".", "PC_NAME_MAX")
+    except (OSError, ValueError):  # pragma: no cover - a system without pathconf
+        limit = 255
+    for name in path.parts:
+        size = len(os.fsencode(name))
+        if size > limit:
+            raise QiterError(
+                f"{what}: the name {name[:30]}... is {size} bytes long, longer than the file system allows "
+                f"({limit})"
+            )
+
+
 def check_writable(folder: str | Path, what: str) -> None:
     """Raise one line now if files cannot be written in ``folder`` (created later if missing), before any
     work: the nearest folder that exists must be a folder, and one a file can be created in.
 
     :param folder: The folder (it need not exist yet).
     :param what: How the user named it, for the message (``"--out runs/x"``).
-    :raises QiterError: A file in the way, a folder without write permission, a read-only file system.
+    :raises QiterError: A file in the way, a folder without write permission, a read-only file system, a
+        name longer than the file system allows.
     """
     path = Path(folder)
+    _check_name_lengths(path, what)
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -158,13 +193,15 @@ def claim_run_dir(run_dir: str | Path, overwrite: bool = False) -> Path:
     :raises QiterError: The folder holds a run and ``overwrite`` is false.
     """
     path = Path(run_dir)
+    check_writable(path, f"the run folder {path}")
     if path.exists() and not path.is_dir():
         raise QiterError(f"{path} is a file, not a folder")
     found = [name for name in RUN_FILES if (path / name).exists()]
     if found and not overwrite:
+        # Advise --resume only where there is something to resume from.
+        resume = f"continue it with --resume {path}, or " if latest_checkpoint(path) is not None else ""
         raise QiterError(
-            f"{path} already holds a run ({', '.join(found)}): continue it with --resume {path}, or replace "
-            "it with --overwrite"
+            f"{path} already holds a run ({', '.join(found)}): {resume}replace it with --overwrite"
         )
     for name in found:
         target = path / name
@@ -172,7 +209,7 @@ def claim_run_dir(run_dir: str | Path, overwrite: bool = False) -> Path:
             shutil.rmtree(target)
         else:
             target.unlink()
-    path.mkdir(parents=True, exist_ok=True)
+    _make_folder(path, "the run folder")
     return path
 
 
@@ -608,7 +645,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """The checkpoint a path names: the file itself, or a run folder's latest checkpoint.
+    """The checkpoint a path names: the file itself, a run folder's latest checkpoint, or a population
+    folder's ``best.pt`` (``qiter population --save-best``).
 
     :raises QiterError: The path does not exist, or the folder holds no checkpoint.
     """
@@ -616,11 +654,46 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise QiterError(f"{path} does not exist")
     if path.is_dir():
+        # A population folder's best agent lies beside its own checkpoints (a whole population's).
+        if (path / POPULATION_BEST).is_file():
+            return path / POPULATION_BEST
         found = latest_checkpoint(path)
         if found is None:
             raise QiterError(f"no checkpoint found in {path / CHECKPOINT_DIR}")
         return found
     return path
+
+
+def check_checkpoint_of_run(run_dir: str | Path, checkpoint: str | Path, state: Mapping[str, Any]) -> None:
+    """Refuse a checkpoint that does not belong to the run in ``run_dir`` (one copied in from another run):
+    its config must be for the environment of ``run_dir/config.yaml`` and know every key of it.
+
+    :param run_dir: The run folder.
+    :param checkpoint: The checkpoint found in it (for the message).
+    :param state: The checkpoint's contents (:func:`load_checkpoint`).
+    :raises QiterError: Naming the checkpoint's algorithm and environment and the run's.
+    """
+    if Path(checkpoint).parent != Path(run_dir) / CHECKPOINT_DIR:
+        return  # a population folder's best.pt: its config.yaml is the population's, not a run's
+    config_path = Path(run_dir) / CONFIG_FILE
+    saved = state.get("config")
+    if not config_path.is_file() or not isinstance(saved, Mapping):
+        return
+    run_config = read_yaml_mapping(config_path)
+    env_id, checkpoint_env = run_config.get("env_id"), saved.get("env_id")
+    foreign_keys = sorted(set(run_config) - set(saved))
+    if env_id == checkpoint_env and not foreign_keys:
+        return
+    differs = (
+        f"a run of {env_id}"
+        if env_id != checkpoint_env
+        else f"another algorithm's run (keys {foreign_keys[:3]})"
+    )
+    raise QiterError(
+        f"{checkpoint} does not belong to the run in {Path(run_dir)}: it is a {state.get('algo', '?')} "
+        f"checkpoint of {checkpoint_env}, while {config_path} is {differs}; move the file out of the run "
+        "folder (`qiter eval FILE` evaluates it on its own)"
+    )
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

@@ -98,7 +98,7 @@ class TabularConfig:
         :raises QiterError: One line naming the first bad setting.
         """
         # qiter.config imports torch (through qiter.runs): import it here to keep qiter.tabular light
-        from qiter.config import checker
+        from qiter.config import SEED_RANGE, checker, seed_ok
 
         need = checker(self)
         need(self.episodes >= 0, "episodes", "at least 0")
@@ -106,6 +106,7 @@ class TabularConfig:
         need(0.0 <= self.gamma <= 1.0, "gamma", "in [0, 1]")
         need(0.0 <= self.epsilon <= 1.0, "epsilon", "in [0, 1]")
         need(self.eval_episodes >= 1, "eval_episodes", "at least 1")
+        need(seed_ok(self.seed), "seed", SEED_RANGE)
 
 
 def time_limit(env: gym.Env) -> int | None:

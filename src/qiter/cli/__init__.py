@@ -7,13 +7,14 @@ assembles them and turns a :class:`~qiter.errors.QiterError` into a one-line mes
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 from qiter import __version__
-from qiter.errors import QiterError, QiterWarning, RunInterrupted
+from qiter.errors import QiterError, RunInterrupted, one_line_warnings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="qiter",
-        description="Value-based reinforcement learning: tabular Q-learning, Fitted Q Iteration and DQN.",
+        description="Value-based reinforcement learning: tabular Q-learning, Fitted Q Iteration, DQN and its "
+        "variants, and Q-learning with continuous actions (CEM, NAF, DDPG, TD3).",
     )
     parser.add_argument("--version", action="version", version=f"qiter {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -52,18 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The CLI's warnings read like its errors: one line (also in the worker processes it starts).
     show_warning = warnings.showwarning
-
-    def one_line_warning(message: Any, category: type[Warning], *rest: Any, **kwargs: Any) -> None:
-        # qiter's own warnings read like its errors: one line; others as Python shows them.
-        if issubclass(category, QiterWarning):
-            print(f"qiter: warning: {message}", file=sys.stderr)
-        else:
-            show_warning(message, category, *rest, **kwargs)
-
-    warnings.showwarning = one_line_warning
+    one_line_warnings()
     try:
         code = args.func(args)
+        sys.stdout.flush()  # here, so that a reader that has gone is met inside this try, not at exit
     except RunInterrupted as exc:  # saved: the message says how to continue
         print(f"qiter: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -73,6 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qiter: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of the output left (`qiter envs | head`): not an error of ours, and no traceback. Later
+        # writes (Python's own flush at exit) go nowhere instead of failing again.
+        with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor: nothing to do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     finally:
         warnings.showwarning = show_warning
     return int(code or 0)

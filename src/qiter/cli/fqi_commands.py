@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
+from qiter.cli.config_args import add_env_kwargs_argument, env_kwargs
 from qiter.config import config_from_dict
 from qiter.errors import QiterError
 from qiter.fqi_config import REGRESSOR_NAMES, CollectConfig, FQIConfig
+from qiter.runs import check_writable
 from qiter.video import DEFAULT_VIDEO_FOLDER
 
 __all__ = ["REGRESSOR_NAMES", "register"]
@@ -34,6 +37,7 @@ def register(subparsers: Any) -> None:
         "--name", help="the Minari dataset's name (with --format minari; under MINARI_DATASETS_PATH)"
     )
     p.add_argument("--seed", help="seed for reproducible data")
+    add_env_kwargs_argument(p)
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -82,6 +86,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--no-fast", action="store_true", help="refit every iteration even for kNN / least squares"
     )
+    add_env_kwargs_argument(p)
     p.add_argument("--video", action="store_true", help="record the final evaluation to an mp4")
     p.add_argument(
         "--video-folder", default=DEFAULT_VIDEO_FOLDER, help="folder for the video (default: %(default)s)"
@@ -111,7 +116,12 @@ def _collect(args: argparse.Namespace) -> int:
             raise QiterError(f"Minari dataset {minari_name(args.name)!r} already exists: pick another --name")
     elif args.out is None or args.name is not None:
         raise QiterError("give --out FILE (or --format minari --name NAME)")
-    data = collect_data(config.env_id, n_steps=config.steps, seed=config.seed, progress=args.progress)
+    else:
+        check_writable(Path(args.out).parent, f"--out {args.out}")  # before collecting, not after
+    data = collect_data(
+        config.env_id, n_steps=config.steps, seed=config.seed, progress=args.progress,
+        env_kwargs=env_kwargs(args),
+    )  # fmt: skip
     name: str | None = args.name
     if name is not None:
         from qiter.minari_io import save_minari
@@ -149,7 +159,9 @@ def _fqi(args: argparse.Namespace) -> int:
     env_id = config.env or data.env_id
     if env_id is None:
         raise QiterError(f"'{args.file}' does not say which environment it comes from: pass --env ENV_ID")
-    env = make_env(env_id, render_mode="rgb_array" if args.video else None)
+    # The data's own keyword arguments (`qiter collect --env-kwargs`), then this command's.
+    kwargs = {**(data.env_kwargs or {}), **env_kwargs(args)} if env_id == data.env_id else env_kwargs(args)
+    env = make_env(env_id, render_mode="rgb_array" if args.video else None, **kwargs)
     data.validate(env, source=f"data file '{args.file}' (for {env_id})")
 
     def report(record: FQIIteration) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -16,7 +17,10 @@ def register(subparsers: Any) -> None:
 def _envs(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
-    for env_id in sorted(gym.registry.keys()):
-        if args.filter.lower() in env_id.lower():
-            print(env_id)
+    found = [env_id for env_id in sorted(gym.registry.keys()) if args.filter.lower() in env_id.lower()]
+    for env_id in found:
+        print(env_id)
+    if not found:  # as grep does: a message and exit code 1, not silence
+        print(f"qiter: no registered environment id contains {args.filter!r}", file=sys.stderr)
+        return 1
     return 0

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from qiter.cli.config_args import add_config_arguments
+from qiter.cli.config_args import add_config_arguments, add_env_kwargs_argument, env_kwargs, integer
 from qiter.errors import QiterError
 
 
@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
         "(preset named like the env, --preset, --config, --set); --sweep spreads values over the agents.",
     )
     p.add_argument("env_id", nargs="?", help="CartPole-v1, Acrobot-v1 or MountainCar-v0")
-    p.add_argument("--agents", type=int, help="number of agents N")
+    p.add_argument("--agents", type=integer, help="number of agents N")
     p.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -30,11 +30,11 @@ def register(subparsers: Any) -> None:
         "--config may change what does not fix the shapes of the saved arrays)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
-    p.add_argument("--steps", type=int, help="environment steps per agent (n_timesteps)")
+    p.add_argument("--steps", type=integer, help="environment steps per agent (n_timesteps)")
     p.add_argument("--device", help="cpu (default) or cuda")
     p.add_argument(
         "--workers",
-        type=int,
+        type=integer,
         help="processes the agents are split over on the CPU (default: one per core, at least 16 agents "
         "each); the split changes no agent's run",
     )
@@ -53,12 +53,13 @@ def register(subparsers: Any) -> None:
         "a multiple of their number)",
     )
     add_config_arguments(p)
-    p.add_argument("--seed", type=int, help="seed of agent 0 (agent i gets seed + i)")
+    add_env_kwargs_argument(p)
+    p.add_argument("--seed", type=integer, help="seed of agent 0 (agent i gets seed + i)")
     p.add_argument("--runs-dir", default="runs", help="root folder for run folders (default: runs)")
     p.add_argument("--run-dir", help="exact folder to write instead of a new one under --runs-dir")
     p.add_argument("--save-best", action="store_true", help="write the best agent as RUN_DIR/best.pt")
     p.add_argument(
-        "--eval-episodes", type=int, help="episodes of the final evaluation (default: n_eval_episodes)"
+        "--eval-episodes", type=integer, help="episodes of the final evaluation (default: n_eval_episodes)"
     )
     p.add_argument("--quiet", action="store_true", help="print only the table")
     p.set_defaults(func=_population)
@@ -114,6 +115,8 @@ def _population(args: argparse.Namespace) -> int:
         if args.agents is None:
             raise QiterError("--agents is required: the number of agents N")
         config = resolve_config(args.env_id, args.preset, args.config, overrides, args.seed)
+        if args.env_kwargs:  # refused by check_population in one line: the array envs take none
+            config = replace(config, env_kwargs={**config.env_kwargs, **env_kwargs(args)})
         sweep = parse_sweeps(args.sweep)
         n_agents = args.agents
         # Every check (env, options, sweep, device, memory) before a run folder exists: a mistake leaves

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from qiter.cli.config_args import add_env_kwargs_argument, env_kwargs
 from qiter.config import config_from_dict
 from qiter.errors import QiterError
 from qiter.tabular import (
@@ -69,6 +70,7 @@ def register(subparsers: Any) -> None:
         default=None,
         help="make FrozenLake/CliffWalking slippery or not (default: the env's own default)",
     )
+    add_env_kwargs_argument(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_tabular)
 
@@ -79,11 +81,11 @@ def _tabular(args: argparse.Namespace) -> int:
     # Only the settings the user gave (the others are None): the config's defaults apply to the rest
     given = {key: getattr(args, key) for key in _SETTINGS if getattr(args, key) is not None}
     config = config_from_dict(TabularConfig, {"env_id": args.env_id, **given}, "the tabular settings")
-    kwargs: dict[str, Any] = {} if config.slippery is None else {"is_slippery": config.slippery}
-    try:
-        env = make_env(config.env_id, **kwargs)
-    except TypeError as exc:  # an option the env does not take, e.g. --slippery for Taxi
-        raise QiterError(f"{config.env_id} does not accept these options: {exc}") from exc
+    kwargs: dict[str, Any] = env_kwargs(args)
+    if config.slippery is not None:
+        kwargs["is_slippery"] = config.slippery
+    # An option the env does not take (--slippery for Taxi) is one line from make_env.
+    env = make_env(config.env_id, **kwargs)
     start = time.perf_counter()
     q_table = q_learning(
         env,

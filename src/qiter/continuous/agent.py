@@ -26,12 +26,13 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from qiter.agent import Agent, MetricSummary, Transitions
+from qiter.agent import Agent, MetricSummary, Transitions, first_step_after
 from qiter.buffers.replay import ReplayBuffer, TorchReplayBufferSamples
 from qiter.continuous.config import ContinuousConfig, parse_hidden_sizes
 from qiter.continuous.noise import make_noise
 from qiter.envs import require_box_observations, require_continuous_actions
 from qiter.pixel_envs import refuse_images
+from qiter.run_config import RunConfig
 from qiter.runs import load_module
 from qiter.wrappers import ActionScaler, require_bounded_box
 
@@ -78,6 +79,17 @@ class ContinuousAgent(Agent):
         self.steps_since_update = 0
         self.episodes_since_update = 0
         self._learning_starts = config.learning_starts
+
+    @classmethod
+    def first_update_step(
+        cls, config: RunConfig, start_step: int = 0, learning_starts: int | None = None
+    ) -> int:
+        """The first step above ``learning_starts`` at which an update falls (see :meth:`update`); with the
+        episode schedule, the first step above ``learning_starts`` (it waits for episodes to end, too)."""
+        assert isinstance(config, ContinuousConfig)
+        after = config.learning_starts if learning_starts is None else learning_starts
+        interval = config.update_interval if config.update_unit == "steps" else 1
+        return first_step_after(start_step, config.n_envs, after, interval)
 
     @classmethod
     def check_spaces(cls, env: gym.Env) -> None:

@@ -45,7 +45,7 @@ class DiscretizedDQNAgent(DQNAgent):
     @classmethod
     def make_env(cls, config: RunConfig, render_mode: str | None = None) -> gym.Env:
         assert isinstance(config, DiscretizedDQNConfig)
-        env = make_env(config.env_id, render_mode=render_mode, flatten=True)
+        env = make_env(config.env_id, render_mode=render_mode, flatten=True, **config.env_kwargs)
         try:
             return DiscretizeActions(env, config.discretize, config.discretize_mode)
         except BaseException:

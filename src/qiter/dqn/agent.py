@@ -25,7 +25,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from qiter.agent import Agent, Transitions
+from qiter.agent import Agent, Transitions, first_step_after
 from qiter.buffers.frames import FrameReplayBuffer, PrioritizedFrameReplayBuffer, check_fits_memory
 from qiter.buffers.prioritized import PrioritizedReplayBuffer
 from qiter.buffers.replay import ReplayBuffer
@@ -34,7 +34,7 @@ from qiter.dqn.core_learner import CoreLearner, supports_core
 from qiter.dqn.learner import Learner, TDSettings
 from qiter.dqn.networks import ConvQNetwork, QNetwork, conv_torso_for, make_q_network
 from qiter.dqn.torch_learner import TorchLearner
-from qiter.envs import env_name, require_box_observations, require_discrete_actions
+from qiter.envs import TRAIN_CONTINUOUS_HINT, env_name, require_box_observations, require_discrete_actions
 from qiter.errors import QiterError
 from qiter.pixel_envs import is_image_space
 from qiter.policies import epsilon_greedy, epsilon_greedy_batch
@@ -268,9 +268,29 @@ class DQNAgent(Agent):
         return env
 
     @classmethod
+    def first_update_step(
+        cls, config: RunConfig, start_step: int = 0, learning_starts: int | None = None
+    ) -> int:
+        """The first step above ``learning_starts`` at which an ``update_interval`` falls (see :meth:`update`)."""
+        assert isinstance(config, DQNConfig)
+        after = config.learning_starts if learning_starts is None else learning_starts
+        return first_step_after(start_step, config.n_envs, after, config.update_interval)
+
+    @classmethod
+    def budget_warnings(cls, config: RunConfig) -> list[str]:
+        assert isinstance(config, DQNConfig)
+        interval = config.target_network_update_interval
+        if config.target_update_unit == "steps" and interval > config.n_timesteps:
+            return [
+                f"the target network is never updated: target_network_update_interval={interval} steps is "
+                f"beyond n_timesteps={config.n_timesteps}, so every TD target comes from the initial network"
+            ]
+        return []
+
+    @classmethod
     def check_spaces(cls, env: gym.Env) -> None:
         require_box_observations(env, "DQN")
-        require_discrete_actions(env, "DQN")
+        require_discrete_actions(env, "DQN", TRAIN_CONTINUOUS_HINT)
         require_network_input(env)
 
     # -- acting ----------------------------------------------------------------------------------------

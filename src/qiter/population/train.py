@@ -41,11 +41,10 @@ from qiter.config import (
     read_config_file,
     suggest,
 )
-from qiter.core.arrays import make_ops
 from qiter.dqn.config import DQNConfig
 from qiter.errors import QiterError, QiterWarning
 from qiter.lifecycle import DivergenceError, Every, QValueWatch, RunEvents, RunLifecycle
-from qiter.population.array_envs import ArrayEnv, make_array_env
+from qiter.population.array_envs import ARRAY_ENVS, ArrayEnv
 from qiter.population.buffer import buffer_bytes
 from qiter.population.lockstep import layer_sizes
 from qiter.population.report import write_reports
@@ -232,11 +231,21 @@ def check_population(
     """
     config.validate()
     check_supported(config)
-    env_cls = type(make_array_env(config.env_id, 0, make_ops("numpy", "cpu")))
-    if env_cls.n_actions is None:
-        raise QiterError(
-            f"DQN populations need discrete actions; {config.env_id} has a continuous action space"
+    # Only the array envs with discrete actions are a DQN population's (Pendulum's serves other uses).
+    supported = [env_id for env_id, cls in ARRAY_ENVS.items() if cls.n_actions is not None]
+    if config.env_id not in supported:
+        kind = (
+            "has continuous actions, and DQN populations need discrete actions"
+            if config.env_id in ARRAY_ENVS
+            else "has no array version for populations"
         )
+        raise QiterError(f"{config.env_id!r} {kind}; supported: {', '.join(supported)}")
+    if config.env_kwargs:
+        raise QiterError(
+            "populations step their own array versions of the environments, which take no --env-kwargs "
+            f"(got {', '.join(config.env_kwargs)}); use `qiter train` for those"
+        )
+    env_cls = ARRAY_ENVS[config.env_id]
     if n_agents < 1:
         raise QiterError(f"--agents must be at least 1, got {n_agents}")
     if workers is not None and workers < 1:

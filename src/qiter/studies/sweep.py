@@ -297,6 +297,7 @@ def _init_worker(parent_pid: int, progress: Any) -> None:
     progress queue."""
     import torch
 
+    from qiter.errors import one_line_warnings
     from qiter.studies.workers import die_with_parent
 
     global _WORKER_PROGRESS, _PARENT_PID
@@ -307,6 +308,7 @@ def _init_worker(parent_pid: int, progress: Any) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _worker_signal)
     die_with_parent(parent_pid)
+    one_line_warnings()  # a run's QiterWarning reads as in the sweep's own process
     torch.set_num_threads(1)  # the sweep's processes share the cores
     if progress is not None:
         progress.cancel_join_thread()  # never wait at exit on a parent that no longer reads

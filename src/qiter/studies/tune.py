@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from qiter.errors import QiterError, RunInterrupted
+from qiter.errors import QiterError, RunInterrupted, one_line_warnings
 from qiter.run_loop import RunEvents
 from qiter.search_space import SearchSpace, draw
 from qiter.studies.workers import StopSignals, StudyInterrupted, command_line, die_with_parent
@@ -316,6 +316,7 @@ def _worker_main(values: dict[str, Any], parent_pid: int) -> None:
     """A tuning worker process: signals from the tuning process only, death with it."""
     os.setpgrp()  # a Ctrl-C reaches the tuning process, which passes it on once
     die_with_parent(parent_pid)
+    one_line_warnings()  # a trial's QiterWarning reads as in the tuning process
     try:
         run_worker(TuneSettings(**values))
     except StudyInterrupted as exc:
