@@ -14,16 +14,28 @@ can be captured in a graph. Random numbers are not drawn here but computed by
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.special
 import torch as th
 
-if TYPE_CHECKING:
-    from qiter.core.adam import Adam
-
 Array = Any  # a numpy array or a torch tensor, depending on the Ops in use
+
+
+class AdamArrays(Protocol):
+    """What one Adam step reads and writes (:class:`qiter.core.adam.Adam` holds them): the parameters,
+    their gradient, the learning rate(s), the two moments, a scratch array, and the constants."""
+
+    params: Array
+    grad: Array
+    lr: float | Array
+    eps: float
+    beta1: float
+    beta2: float
+    exp_avg: Array
+    exp_avg_sq: Array
+    tmp: Array
 
 
 _NP_DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "bool": np.bool_}
@@ -129,7 +141,7 @@ class Ops:
     def relu_(self, x: Array) -> None:
         raise NotImplementedError
 
-    def adam_(self, state: Adam, step_size: float | Array, denom_scale: float | Array) -> None:
+    def adam_(self, state: AdamArrays, step_size: float | Array, denom_scale: float | Array) -> None:
         """One Adam step in place: ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``,
         ``p <- p - lr * step_size * m / (sqrt(v) * denom_scale + eps)``, with no allocation (large
         temporaries cost page faults on every call)."""
@@ -268,7 +280,7 @@ class NumpyOps(Ops):
     def tanh_(self, x: Array) -> None:
         np.tanh(x, out=x)
 
-    def adam_(self, state: Adam, step_size: float | Array, denom_scale: float | Array) -> None:
+    def adam_(self, state: AdamArrays, step_size: float | Array, denom_scale: float | Array) -> None:
         m, v, g, tmp = state.exp_avg, state.exp_avg_sq, state.grad, state.tmp
         m *= state.beta1
         np.multiply(g, 1.0 - state.beta1, out=tmp)
@@ -388,7 +400,7 @@ class TorchOps(Ops):
     def tanh_(self, x: Array) -> None:
         x.tanh_()
 
-    def adam_(self, state: Adam, step_size: float | Array, denom_scale: float | Array) -> None:
+    def adam_(self, state: AdamArrays, step_size: float | Array, denom_scale: float | Array) -> None:
         m, v, g, tmp = state.exp_avg, state.exp_avg_sq, state.grad, state.tmp
         m.lerp_(g, 1.0 - state.beta1)
         v.mul_(state.beta2).addcmul_(g, g, value=1.0 - state.beta2)
