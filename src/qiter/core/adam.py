@@ -14,6 +14,9 @@ import numpy as np
 
 from qiter.core.arrays import Array, Ops
 
+#: Adam steps between two flushes of subnormal moments to zero (numpy; see :meth:`Adam.step`).
+FLUSH_INTERVAL = 4
+
 
 class Adam:
     """Adam's state and step.
@@ -33,6 +36,7 @@ class Adam:
         self.exp_avg_sq = ops.zeros(tuple(params.shape))
         self.tmp = ops.zeros(tuple(params.shape))
         self.step_count: int | Array = 0
+        self._mask = ops.zeros(tuple(params.shape), "bool")
         self._step_sizes: Array | None = None
         self._denom_scales: Array | None = None
 
@@ -57,6 +61,14 @@ class Adam:
         self.step_count += 1
         if isinstance(self.step_count, int):
             self.ops.adam_(self, *self.bias_corrections(self.step_count))
+            if self.step_count % FLUSH_INTERVAL == 0:
+                # A parameter whose gradient stays zero (a dead ReLU unit's) sees its first moment decay by
+                # 0.9 per step through the subnormal range for ~150 steps, and on the CPU each vector
+                # operation over such numbers is several times slower: measured in CartPole training, Adam
+                # took 180-320 us per step instead of 13. Flushed to zero here; the parameters cannot see it
+                # (a step of lr * 1e-38 / eps is far below a float32 parameter's resolution).
+                self.ops.flush_denormals_(self.exp_avg, self.tmp, self._mask)
+                self.ops.flush_denormals_(self.exp_avg_sq, self.tmp, self._mask)
             return
         ops = self.ops
         assert self._step_sizes is not None and self._denom_scales is not None

@@ -150,6 +150,10 @@ class Ops:
     def tanh_(self, x: Array) -> None:
         raise NotImplementedError
 
+    def flush_denormals_(self, x: Array, scratch: Array, mask: Array) -> None:
+        """Set the subnormal numbers of ``x`` to zero, in place (``scratch``: a float array like ``x``,
+        ``mask``: a bool one). Only where subnormal arithmetic is slow (numpy on the CPU)."""
+
 
 class NumpyOps(Ops):
     """numpy arrays on the CPU."""
@@ -279,6 +283,11 @@ class NumpyOps(Ops):
 
     def tanh_(self, x: Array) -> None:
         np.tanh(x, out=x)
+
+    def flush_denormals_(self, x: Array, scratch: Array, mask: Array) -> None:
+        np.abs(x, out=scratch)
+        np.less(scratch, np.finfo(x.dtype).tiny, out=mask)
+        np.copyto(x, 0.0, where=mask)
 
     def adam_(self, state: AdamArrays, step_size: float | Array, denom_scale: float | Array) -> None:
         m, v, g, tmp = state.exp_avg, state.exp_avg_sq, state.grad, state.tmp
