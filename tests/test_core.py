@@ -461,3 +461,35 @@ def test_learning_rates_per_agent_and_state_dict_round_trip() -> None:
     )
     with pytest.raises(QiterError, match="n_params"):
         wider.load_state_dict(core.state_dict())
+
+
+def test_adam_flushes_subnormal_moments_and_the_parameters_do_not_see_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Moments decaying through the subnormal range (a parameter whose gradient stays zero) are set to zero
+    every few steps on numpy; the parameters end bit for bit where they end without the flush."""
+    from qiter.core import adam as adam_module
+    from qiter.core.adam import Adam
+
+    rng = np.random.default_rng(0)
+    params = rng.normal(size=64).astype(np.float32)
+    grads = [np.where(np.arange(64) < 32, rng.normal(size=64), 0.0).astype(np.float32) for _ in range(80)]
+
+    def run() -> Adam:
+        grad = np.zeros(64, np.float32)
+        adam = Adam(NumpyOps(), params.copy(), grad, 1e-3, 1e-8)
+        adam.step()  # then moments that will decay through the subnormal range
+        adam.exp_avg[32:] = 1e-36
+        adam.exp_avg_sq[32:] = 1e-37
+        for g in grads:
+            grad[:] = g
+            adam.step()
+        return adam
+
+    flushed = run()
+    monkeypatch.setattr(adam_module, "FLUSH_INTERVAL", 10**9)
+    kept = run()
+    tiny = np.finfo(np.float32).tiny
+    assert np.any((kept.exp_avg != 0) & (np.abs(kept.exp_avg) < tiny))
+    assert not np.any((flushed.exp_avg != 0) & (np.abs(flushed.exp_avg) < tiny))
+    np.testing.assert_array_equal(flushed.params, kept.params)
