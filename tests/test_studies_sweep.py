@@ -129,7 +129,11 @@ def test_sweep_of_td3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "--algo td3" in capsys.readouterr().err and not out.exists()
     sets = [x for s in TD3_TINY for x in ("--set", s)]
     args = ["sweep", "Pendulum-v1", "--algo", "td3", "--seeds", "0-1", "--out", str(out), "--no-progress"]
-    assert main([*args, *sets]) == 0
+    assert main([*args, *sets, "--env-kwargs", "gravity=9.0"]) == 2  # Pendulum's is g
+    assert "does not accept the keyword arguments ['gravity']" in capsys.readouterr().err
+    assert main([*args, *sets, "--set", "learning_starts=400"]) == 2
+    assert "nothing would be learned" in capsys.readouterr().err and not out.exists()
+    assert main([*args, *sets, "--env-kwargs", "g=9.0"]) == 0
     output = capsys.readouterr().out
     assert "sweep of 2 td3 runs" in output and "runs: 2 done" in output
     assert "| td3 Pendulum-v1 | 2 |" in output
@@ -138,6 +142,7 @@ def test_sweep_of_td3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         assert result["algo"] == "td3" and result["steps"] == 400
         config = yaml.safe_load((out / "default" / f"seed-{seed}" / "config.yaml").read_text())
         assert config["n_critics"] == 2 and config["hidden_sizes"] == "32,32"  # TD3's config, the preset's
+        assert config["env_kwargs"] == {"g": 9.0}
     assert main(["report", str(out), "--algo", "td3"]) == 0
     assert "| td3 Pendulum-v1 | 2 |" in capsys.readouterr().out
     assert main(["report", str(out), "--algo", "ddpg"]) == 2

@@ -67,7 +67,7 @@ def test_pruning_through_run_events() -> None:
 def test_bad_storage_and_direction(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'other.db'}"
     optuna.create_study(study_name="taken", storage=url, direction="minimize")
-    base = ["tune", "CartPole-v1", "--trials", "1", "--budget", "500", "--out", str(tmp_path / "t")]
+    base = ["tune", "CartPole-v1", "--trials", "1", "--budget", "1500", "--out", str(tmp_path / "t")]
     assert main([*base, "--storage", url, "--study", "taken"]) == 2
     assert main([*base, "--storage", "postgresql+psycopg://nobody@127.0.0.1:1/none"]) == 2
     assert main([*base, "--storage", "not a url"]) == 2
@@ -146,6 +146,10 @@ def test_bad_trials_and_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert len(err) == 3 and all(line.startswith("qiter: error: ") for line in err)
     assert "--trials must be at least 1" in err[0]
     assert f"{blocker} is a file" in err[1] and f"{blocker} is a file" in err[2]
+    # A budget in which DQN (whose space leaves learning_starts to the config) learns nothing.
+    assert main(["tune", "CartPole-v1", "--budget", "500", "--out", str(tmp_path / "t")]) == 2
+    err_budget = capsys.readouterr().err
+    assert "nothing would be learned" in err_budget and "raise it (--budget)" in err_budget
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 

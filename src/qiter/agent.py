@@ -247,7 +247,11 @@ def first_step_after(start: int, n_envs: int, after: int, interval: int) -> int:
 
 
 def check_budget(
-    agent_cls: type[Agent], config: RunConfig, start_step: int = 0, learning_starts: int | None = None
+    agent_cls: type[Agent],
+    config: RunConfig,
+    start_step: int = 0,
+    learning_starts: int | None = None,
+    budget_flag: str = "--steps",
 ) -> None:
     """Say, before any work, when the run's budget is too small for the agent to learn.
 
@@ -255,6 +259,7 @@ def check_budget(
     :param config: The run's config (``n_timesteps`` is the budget).
     :param start_step: The step the run starts from (a resume's checkpoint).
     :param learning_starts: See :meth:`Agent.first_update_step`.
+    :param budget_flag: The command's flag for the budget, named in the message.
     :raises QiterError: No gradient step at all would happen within ``n_timesteps``.
     :warns QiterWarning: The agent learns, but the budget leaves something undone
         (:meth:`Agent.budget_warnings`).
@@ -279,7 +284,7 @@ def check_budget(
         raise QiterError(
             f"nothing would be learned: {agent_cls.algo}'s first gradient step comes at step {first} ({wait}, "
             f"then update_interval={interval} {unit}), after the budget of n_timesteps={config.n_timesteps}; "
-            "raise it (--steps) or lower learning_starts"
+            f"raise it ({budget_flag}) or lower learning_starts"
         )
     for message in agent_cls.budget_warnings(config):
         # Attributed to this line, so that Python shows it once though the CLI and the loop both check.

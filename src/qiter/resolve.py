@@ -13,7 +13,8 @@ mistake is reported with the key's name and its expected type.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -38,6 +39,7 @@ __all__ = [
     "preset_text",
     "resolve_config",
     "resume_config",
+    "with_env_kwargs",
 ]
 
 R = TypeVar("R", bound="RunConfig")
@@ -235,6 +237,20 @@ def resolve_config(
     if seed is not None:
         values["seed"] = typed.convert_value(cls, "seed", seed)
     return typed.config_from_dict(cls, values)
+
+
+def with_env_kwargs(config: R, env_kwargs: Mapping[str, Any]) -> R:
+    """``config`` with ``env_kwargs`` (``--env-kwargs``) over its own ``env_kwargs``, validated again.
+
+    :param config: A resolved config.
+    :param env_kwargs: Keyword arguments of ``gymnasium.make``; empty: ``config`` itself.
+    :raises QiterError: Keys that cannot go to ``gymnasium.make``.
+    """
+    if not env_kwargs:
+        return config
+    config = dataclasses.replace(config, env_kwargs={**config.env_kwargs, **env_kwargs})
+    config.validate()
+    return config
 
 
 def resume_config(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,15 +188,6 @@ def _resumed_run(args: argparse.Namespace) -> tuple[str, int, bool]:
     return algo, int(state.get("step", 0)), Agent.has_buffer(state.get("agent", {}))
 
 
-def _with_env_kwargs(config: RunConfig, kwargs: dict[str, Any]) -> RunConfig:
-    """``config`` with ``--env-kwargs`` over its own ``env_kwargs`` (validated again)."""
-    if not kwargs:
-        return config
-    config = dataclasses.replace(config, env_kwargs={**config.env_kwargs, **kwargs})
-    config.validate()
-    return config
-
-
 def _check_followers(args: argparse.Namespace, config: RunConfig) -> None:
     """Refuse ``--eval-episodes``, ``--video-every`` and ``--track`` where they cannot work, before any
     work."""
@@ -236,7 +226,7 @@ def _train(args: argparse.Namespace) -> int:
     from qiter import runs
     from qiter.agent import agent_class, check_budget
     from qiter.dqn.trainer import train
-    from qiter.resolve import resolve_config, resume_config
+    from qiter.resolve import resolve_config, resume_config, with_env_kwargs
     from qiter.run_loop import check_env
     from qiter.run_loop import train as run_train
 
@@ -262,7 +252,7 @@ def _train(args: argparse.Namespace) -> int:
             )
         run_dir = Path(args.resume)
         # The run's config, then what this command changes (a resume refuses changes of the network's shape).
-        config = _with_env_kwargs(
+        config = with_env_kwargs(
             resume_config(run_dir, args.config, overrides, args.seed, env_id=args.env_id), env_kwargs(args)
         )
         if start_step >= config.n_timesteps:
@@ -277,7 +267,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         if args.env_id is None:
             raise QiterError("give an environment id (e.g. `qiter train CartPole-v1`) or --resume RUN_DIR")
-        config = _with_env_kwargs(
+        config = with_env_kwargs(
             resolve_config(args.env_id, args.preset, args.config, overrides, args.seed, algo=algo),
             env_kwargs(args),
         )

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from qiter.cli.config_args import add_config_arguments
+from qiter.cli.config_args import add_config_arguments, add_env_kwargs_argument, env_kwargs
 from qiter.cli.dqn_commands import ALGO_HELP, _agent_name
 from qiter.errors import QiterError
 
@@ -35,6 +35,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("env_id", metavar="ENV_ID", help="gymnasium environment id")
     _add_algo_arguments(p)
+    add_env_kwargs_argument(p)
     p.add_argument("--seeds", default="0-4", help="seeds: 0-9, 0,3,7 or a mix (default: %(default)s)")
     p.add_argument(
         "--grid",
@@ -64,6 +65,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("env_id", metavar="ENV_ID", help="gymnasium environment id")
     p.add_argument("--trials", type=int, default=20, help="trials in the study (default: %(default)s)")
     _add_algo_arguments(p)
+    add_env_kwargs_argument(p)
     p.add_argument("--budget", type=int, metavar="STEPS", help="environment steps per trial")
     add_config_arguments(p)
     p.add_argument("--seed", type=int, help="seed of every trial's run and of the sampler")
@@ -116,7 +118,7 @@ def register(subparsers: Any) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from qiter.agent import agent_class
+    from qiter.agent import agent_class, check_budget
     from qiter.config import config_from_dict
     from qiter.run_loop import check_env
     from qiter.runs import check_writable
@@ -131,10 +133,15 @@ def _sweep(args: argparse.Namespace) -> int:
         overrides.append(f"n_timesteps={args.steps}")
     planned = plan_sweep(
         args.env_id, parse_seeds(args.seeds), parse_grid(args.grid), args.out, algo=algo,
-        preset=args.preset, config_file=args.config, overrides=overrides,
+        preset=args.preset, config_file=args.config, overrides=overrides, env_kwargs=env_kwargs(args),
     )  # fmt: skip
     agent_cls = agent_class(algo)
     check_env(config_from_dict(agent_cls.config_class, planned[0].config), agent_cls)
+    for run in {r.setting: r for r in planned}.values():  # a budget that learns nothing: before any run
+        try:
+            check_budget(agent_cls, config_from_dict(agent_cls.config_class, run.config))
+        except QiterError as exc:
+            raise QiterError(f"setting {run.setting}: {exc}") from None
     check_writable(args.out, f"--out {args.out}")
     if args.storage is not None:
         from qiter.studies.storage import make_engine
@@ -196,6 +203,7 @@ def _tune(args: argparse.Namespace) -> int:
     settings = TuneSettings(
         env_id=args.env_id, out=args.out, n_trials=args.trials, algo=_agent_name(args), budget=args.budget,
         preset=args.preset, config_file=args.config, overrides=_algo_overrides(args), seed=args.seed,
+        env_kwargs=env_kwargs(args),
         storage=args.storage, study=args.study, pruner=args.pruner, heartbeat=args.heartbeat,
     )  # fmt: skip
     if args.export_best is not None:

@@ -19,7 +19,7 @@ import queue
 import re
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -118,6 +118,7 @@ def plan_sweep(
     preset: str | None = None,
     config_file: str | None = None,
     overrides: Sequence[str] = (),
+    env_kwargs: Mapping[str, Any] | None = None,
 ) -> list[SweepRun]:
     """Every (setting, seed) run of a sweep, with its config resolved and validated.
 
@@ -129,10 +130,12 @@ def plan_sweep(
     :param preset: A preset of ``algo``; default: the env id's, if any.
     :param config_file: A YAML file of config values.
     :param overrides: ``key=value`` strings applied to every run.
+    :param env_kwargs: Keyword arguments of ``gymnasium.make`` for every run (over the config's
+        ``env_kwargs``).
     :raises QiterError: An unknown algorithm or key, a value of the wrong type, an invalid config, no seeds.
     """
     from qiter.config import config_to_dict
-    from qiter.resolve import resolve_config
+    from qiter.resolve import resolve_config, with_env_kwargs
 
     if not seeds:
         raise QiterError("a sweep needs at least one seed")
@@ -144,6 +147,7 @@ def plan_sweep(
         for seed in seeds:
             try:
                 config = resolve_config(env_id, preset, config_file, [*overrides, *extra], seed, algo=algo)
+                config = with_env_kwargs(config, env_kwargs or {})
             except QiterError as exc:
                 raise QiterError(f"setting {setting}: {exc}") from exc
             key = f"{_folder_name(setting)}/seed-{seed}"

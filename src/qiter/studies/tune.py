@@ -56,6 +56,8 @@ SEARCH_SPACES: dict[str, str] = {
     "cem": "qiter.continuous.search_space:CEM_SEARCH_SPACE",
 }
 PRUNERS = ("median", "halving", "none")
+# Config keys that decide when the first gradient step comes.
+SCHEDULE_KEYS = {"learning_starts", "update_interval", "update_unit", "gradient_steps"}
 
 
 @dataclass
@@ -70,6 +72,7 @@ class TuneSettings:
     preset: str | None = None
     config_file: str | None = None
     overrides: list[str] = field(default_factory=list)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of gymnasium.make
     seed: int | None = None
     storage: str | None = None  # default: OUT/study.db
     study: str | None = None  # default: "<algo>-<env_id>"
@@ -108,7 +111,8 @@ def _base_overrides(settings: TuneSettings) -> list[str]:
 
 def check_settings(settings: TuneSettings) -> None:
     """Raise one line now for a bad setting (algorithm, pruner, config, budget), before any study exists."""
-    from qiter.resolve import resolve_config
+    from qiter.agent import agent_class, check_budget
+    from qiter.resolve import resolve_config, with_env_kwargs
 
     search_space(settings.algo)
     if settings.pruner not in PRUNERS:
@@ -117,10 +121,16 @@ def check_settings(settings: TuneSettings) -> None:
         raise QiterError(f"--trials must be at least 1, not {settings.n_trials}")
     if settings.heartbeat < 1:
         raise QiterError(f"--heartbeat must be at least 1 second, not {settings.heartbeat}")
-    resolve_config(
+    config = resolve_config(
         settings.env_id, settings.preset, settings.config_file, _base_overrides(settings), settings.seed,
         algo=settings.algo,
     )  # fmt: skip
+    config = with_env_kwargs(config, settings.env_kwargs)
+    if not set(search_space(settings.algo)) & SCHEDULE_KEYS:
+        # The space leaves when learning starts to the config: a budget in which it learns nothing would
+        # fail every trial, so it is refused now (where the space draws the schedule, a trial whose draw
+        # learns nothing fails with its reason).
+        check_budget(agent_class(settings.algo), config, budget_flag="--budget")
 
 
 def _pruner(name: str) -> optuna.pruners.BasePruner:
@@ -209,7 +219,7 @@ def _objective(settings: TuneSettings) -> Callable[[optuna.Trial], float]:
 
     from qiter.agent import agent_class
     from qiter.config import config_to_dict
-    from qiter.resolve import resolve_config
+    from qiter.resolve import resolve_config, with_env_kwargs
     from qiter.run_loop import train
 
     space = search_space(settings.algo)
@@ -231,6 +241,7 @@ def _objective(settings: TuneSettings) -> Callable[[optuna.Trial], float]:
                 settings.env_id, settings.preset, settings.config_file, overrides, settings.seed,
                 algo=settings.algo,
             )  # fmt: skip
+            config = with_env_kwargs(config, settings.env_kwargs)
             trial.set_user_attr("config", config_to_dict(config))
             result = train(
                 agent_cls, config, run_dir, overwrite=True, progress=False, verbose=0,
