@@ -166,7 +166,18 @@ def test_unwritable_folders_are_one_line_before_any_work(
             "is a file, not a folder",
         ),
         (
-            ["population", "CartPole-v1", "--agents", "2", "--steps", "200", "--runs-dir", str(a_file / "p")],
+            [
+                "population",
+                "CartPole-v1",
+                "--agents",
+                "2",
+                "--steps",
+                "200",
+                "--set",
+                "learning_starts=100",
+                "--runs-dir",
+                str(a_file / "p"),
+            ],
             "not a folder",
         ),
     ]:
@@ -410,3 +421,12 @@ def test_qiter_warnings_are_one_line_in_sweep_workers() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0 and done.stderr == "qiter: warning: from a worker\n", done.stderr
+
+
+def test_a_population_budget_that_learns_nothing_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 100 steps under the CartPole-v1 preset's learning_starts (1000): it trained and reported nothing learned.
+    argv = ["population", "CartPole-v1", "--agents", "2", "--steps", "1e2", "--runs-dir", str(tmp_path)]
+    assert "nothing would be learned" in error_of(argv, capsys)
+    assert not any(tmp_path.iterdir())

@@ -125,15 +125,14 @@ def make_env(env_id: str, render_mode: str | None = None, flatten: bool = False,
         env = gym.make(import_env_module(env_id), render_mode=render_mode, **kwargs)
     except DependencyNotInstalled as exc:
         raise QiterError(_missing_dependency_message(env_id, exc)) from exc
-    except TypeError as exc:
+    except Exception as exc:
         if not kwargs:
             raise
-        # An argument the environment's constructor does not take (or takes with another type).
-        # gymnasium appends the whole call to the constructor's message; its first part says it all.
+        # An argument the environment's constructor does not take, or a value it refuses (FrozenLake's
+        # map_name=9x9 is a KeyError). gymnasium appends the whole call to a TypeError's message.
         reason = str(exc).split(" was raised from the environment creator")[0]
-        raise QiterError(
-            f"{env_id} does not accept the keyword arguments {sorted(kwargs)}: {reason}"
-        ) from None
+        what = "does not accept the keyword arguments" if isinstance(exc, TypeError) else "refused"
+        raise QiterError(f"{env_id} {what} {kwargs}: {type(exc).__name__}: {reason}") from None
     # Images stay images: an MLP agent refuses them in one line rather than learning from flattened pixels.
     space = env.observation_space
     if (

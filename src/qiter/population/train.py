@@ -253,6 +253,13 @@ def check_population(
     # Memory first: a population far too large is refused before a config per agent is built.
     check_memory(config, n_agents, env_cls)
     configs = agent_configs(config, n_agents, sweep)
+    # Each agent learns as a DQNAgent does (after learning_starts, every update_interval steps): a budget
+    # in which one of them would learn nothing is refused, as `qiter train` refuses it.
+    from qiter.agent import check_budget
+    from qiter.dqn.agent import DQNAgent
+
+    for agent_config in configs:
+        check_budget(DQNAgent, agent_config)
     backend = choose_backend(config)
     if th.device(config.device).type != "cpu":
         # One process on a GPU: the device is shared, and the host only launches its kernels.
