@@ -18,17 +18,13 @@ Variants (``--variants``, comma-separated):
 - ``numpy``: ``qiter.dqn.train`` with ``backend="numpy"`` (the default on CPU);
 - ``torch``: ``qiter.dqn.train`` with ``backend="torch"`` (autograd, fused Adam);
 - ``numpy-blas1``: the numpy backend with OpenBLAS limited to one thread (``threadpoolctl``);
-- ``torch-adam``: the torch backend with the default (not fused) ``torch.optim.Adam``;
-- ``numpy-legacy``: the numpy backend with the learner from before the DQN core
-  (``benchmarks/legacy_fast.py``, a copy of the old ``qiter.dqn.fast.NumpyLearner``), kept only until the
-  core's speed is compared with it in one run (``docs/performance.md``).
+- ``torch-adam``: the torch backend with the default (not fused) ``torch.optim.Adam``.
 
 Usage::
 
     python benchmarks/bench_dqn.py                 # 80k steps: seed, sb3, numpy, torch
     python benchmarks/bench_dqn.py --quick         # 20k steps
     python benchmarks/bench_dqn.py --variants seed,numpy,numpy-blas1,torch,torch-adam --out bench.md
-    python benchmarks/bench_dqn.py --variants seed,sb3,numpy,numpy-legacy,torch --repeats 3
 """
 
 from __future__ import annotations
@@ -53,7 +49,7 @@ import seed_reference
 
 DEFAULT_STEPS = 80_000
 QUICK_STEPS = 20_000
-ALL_VARIANTS = ("seed", "sb3", "numpy", "torch", "numpy-blas1", "torch-adam", "numpy-legacy")
+ALL_VARIANTS = ("seed", "sb3", "numpy", "torch", "numpy-blas1", "torch-adam")
 DEFAULT_VARIANTS = ("seed", "sb3", "numpy", "torch")
 LABELS = {
     "seed": "seed loop (reference)",
@@ -62,7 +58,6 @@ LABELS = {
     "torch": "qiter, torch backend",
     "numpy-blas1": "qiter, numpy backend, BLAS 1 thread",
     "torch-adam": "qiter, torch backend, default Adam",
-    "numpy-legacy": "qiter, numpy backend, learner before the DQN core",
 }
 
 # The seed's CartPole settings, shared by every variant.
@@ -205,25 +200,6 @@ def default_adam() -> Iterator[None]:
         torch_learner.make_adam = original
 
 
-@contextlib.contextmanager
-def legacy_learner() -> Iterator[None]:
-    """Make qiter's DQN agent use the numpy learner from before the DQN core (``legacy_fast.py``)."""
-    import legacy_fast
-
-    from qiter.dqn import agent
-
-    original = agent.make_learner
-
-    def make(config, q_net, q_target_net):  # type: ignore[no-untyped-def]
-        return legacy_fast.NumpyLearner(q_net, q_target_net, agent.TDSettings.from_config(config))
-
-    agent.make_learner = make
-    try:
-        yield
-    finally:
-        agent.make_learner = original
-
-
 def run_qiter(steps: int, seed: int, variant: str) -> Actor:
     from qiter.dqn import train
 
@@ -235,8 +211,7 @@ def run_qiter(steps: int, seed: int, variant: str) -> Actor:
         context = threadpool_limits(limits=1, user_api="blas")
     elif variant == "torch-adam":
         context = default_adam()
-    elif variant == "numpy-legacy":
-        context = legacy_learner()
+
     with context:
         result = train(qiter_config(steps, seed, backend), run_dir=None, progress=False, verbose=0)
     return torch_actor(result.q_net)
@@ -385,12 +360,6 @@ def main(argv: list[str] | None = None) -> int:
 
     table = format_table(rows)
     summary = []
-    if "numpy" in best and "numpy-legacy" in best:
-        new, old = best["numpy"], best["numpy-legacy"]
-        summary.append(
-            f"- ratio: DQN core / learner before it (numpy backend): {new.steps_per_second / old.steps_per_second:.2f}x "
-            f"({new.steps_per_cpu_second / old.steps_per_cpu_second:.2f}x in CPU time)"
-        )
     for name in ("numpy", "torch"):
         if name in best:
             m = best[name]

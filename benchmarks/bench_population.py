@@ -17,32 +17,21 @@ Usage::
     python benchmarks/bench_population.py --agents 1,16,64,256 --steps 10000 --backends numpy,torch
     python benchmarks/bench_population.py --device cuda --agents 1024,4096 --steps 20000 --profile
     python benchmarks/bench_population.py --device cuda --agents 4096 --steps 3000 --no-single --cuda-graphs on,off
-    python benchmarks/bench_population.py --agents 32,64 --workers 1 --legacy --repeats 3
-
-``--legacy`` also runs each population with the learner from before the DQN core
-(``benchmarks/legacy_population_learner.py``, a copy of the old ``qiter.population.learner``), interleaved
-with the current one, in this process (``--workers 1``: a worker process would import the current one);
-kept only until the comparison is recorded in ``docs/population.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import os
 import platform
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch as th
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from qiter.population.lockstep import Population
 from qiter.population.train import agent_configs, train
@@ -98,44 +87,6 @@ def population(
         float(result.final_returns.mean()),
         result.workers,
     )
-
-
-@contextlib.contextmanager
-def legacy_learner() -> Iterator[None]:
-    """Populations built in this process use the learner from before the DQN core."""
-    import legacy_population_learner as legacy
-
-    from qiter.population import lockstep
-
-    class Legacy(legacy.PopulationLearner):
-        def __init__(self, ops: Any, n: int, spec: Any, settings: Any) -> None:
-            clip = settings.max_grad_norm[0]
-            super().__init__(
-                ops, n, list(spec.sizes),
-                legacy.AgentSettings(settings.learning_rate, settings.gamma, settings.double_dqn),
-                spec.activation, "huber" if settings.huber[0] else "mse", None if np.isinf(clip) else float(clip),
-                settings.adam_eps,
-            )  # fmt: skip
-
-        def update(self, *batch: Any) -> Any:  # type: ignore[override]
-            from qiter.core.dqn import UpdateOutputs
-
-            loss, mean_q = super().update(*batch)
-            return UpdateOutputs(loss, mean_q, None, None)
-
-        def initialize(self, uniform: Any) -> None:  # type: ignore[override]
-            class Draws:  # the old initialize drew from streams.uniform(INIT, k, shape)
-                def uniform(self, _purpose: int, k: int, shape: tuple[int, ...]) -> Any:
-                    return uniform(k, shape)
-
-            super().initialize(Draws())  # type: ignore[arg-type]
-
-    original = lockstep.BatchedDQN
-    lockstep.BatchedDQN = Legacy  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        lockstep.BatchedDQN = original  # type: ignore[misc]
 
 
 def _sync(device: str) -> None:
@@ -259,11 +210,6 @@ def main() -> None:
     )
     parser.add_argument("--no-single", action="store_true", help="skip the single-agent reference")
     parser.add_argument("--profile", action="store_true", help="per-component breakdown at the largest N")
-    parser.add_argument(
-        "--legacy",
-        action="store_true",
-        help="also run the learner from before the DQN core (with --workers 1)",
-    )
     parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats; each row keeps its best")
     args = parser.parse_args()
     steps = 3000 if args.quick else args.steps
@@ -289,39 +235,23 @@ def main() -> None:
     worker_counts = [None if w == "auto" else int(w) for w in args.workers.split(",")]
     on_gpu = th.device(args.device).type == "cuda"
     graph_settings = [g == "on" for g in args.cuda_graphs.split(",")] if on_gpu else [False]
-    learners = ["core", "legacy"] if args.legacy else ["core"]
     rows: dict[tuple[Any, ...], list[tuple[float, float, float, int]]] = {}
     for _ in range(args.repeats):
         for backend in backends:
             for n in sizes:
                 for workers in worker_counts:
                     for graphs in graph_settings:
-                        for learner in learners:
-                            context = legacy_learner() if learner == "legacy" else contextlib.nullcontext()
-                            with context:
-                                measured = population(
-                                    n, steps, args.device, backend, threads, workers, graphs
-                                )
-                            rows.setdefault((backend, n, workers, graphs, learner), []).append(measured)
-    for (backend, n, _, graphs, learner), runs in rows.items():
+                        measured = population(n, steps, args.device, backend, threads, workers, graphs)
+                        rows.setdefault((backend, n, workers, graphs), []).append(measured)
+    for (backend, n, _, graphs), runs in rows.items():
         rate, cpu_rate = max(r[0] for r in runs), max(r[1] for r in runs)
         final, used = runs[0][2], runs[0][3]
         ratio = f"{rate / reference[0]:.2f}x" if reference else ""
         cpu_ratio = f"{cpu_rate / reference[1]:.2f}x" if reference else ""
-        label = f"{backend}{', CUDA graphs' if graphs else ''}{', learner before the core' if learner == 'legacy' else ''}"
+        label = f"{backend}{', CUDA graphs' if graphs else ''}"
         print(
             f"| {label} | {n} | {used} | {rate:,.0f} | {ratio} | {cpu_rate:,.0f} | {cpu_ratio} | {final:.1f} |"
         )
-    if args.legacy:
-        for (backend, n, workers, graphs, learner), runs in rows.items():
-            if learner != "core":
-                continue
-            old = rows[(backend, n, workers, graphs, "legacy")]
-            wall = max(r[0] for r in runs) / max(r[0] for r in old)
-            cpu = max(r[1] for r in runs) / max(r[1] for r in old)
-            print(
-                f"ratio, DQN core / learner before it, {backend}, N = {n}: {wall:.2f}x ({cpu:.2f}x in CPU time)"
-            )
     if args.profile:
         n = max(sizes)
         for backend in backends:
