@@ -131,8 +131,13 @@ def make_env(env_id: str, render_mode: str | None = None, flatten: bool = False,
         # An argument the environment's constructor does not take, or a value it refuses (FrozenLake's
         # map_name=9x9 is a KeyError). gymnasium appends the whole call to a TypeError's message.
         reason = str(exc).split(" was raised from the environment creator")[0]
-        what = "does not accept the keyword arguments" if isinstance(exc, TypeError) else "refused"
-        raise QiterError(f"{env_id} {what} {kwargs}: {type(exc).__name__}: {reason}") from None
+        if isinstance(exc, TypeError):
+            raise QiterError(
+                f"{env_id} does not accept the keyword arguments {sorted(kwargs)}: {reason}"
+            ) from None
+        raise QiterError(
+            f"{env_id} refused the keyword arguments {kwargs}: {type(exc).__name__}: {reason}"
+        ) from None
     # Images stay images: an MLP agent refuses them in one line rather than learning from flattened pixels.
     space = env.observation_space
     if (
