@@ -356,6 +356,8 @@ def test_integer_flags_take_scientific_notation(capsys: pytest.CaptureFixture[st
     assert (
         parser.parse_args(["population", "CartPole-v1", "--agents", "6.4e1", "--steps", "2e4"]).agents == 64
     )
+    assert parser.parse_args(["sweep", "CartPole-v1", "--out", "o", "--steps", "2e3"]).steps == 2000
+    assert parser.parse_args(["tune", "CartPole-v1", "--budget", "1e4"]).budget == 10_000
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "CartPole-v1", "--steps", "1.5e0"])
     assert "invalid integer value: '1.5e0'" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from qiter.cli.config_args import add_config_arguments, add_env_kwargs_argument, env_kwargs
+from qiter.cli.config_args import add_config_arguments, add_env_kwargs_argument, env_kwargs, integer
 from qiter.cli.dqn_commands import ALGO_HELP, _agent_name
 from qiter.errors import QiterError
 
@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
         help="config values to compare (repeatable)",
     )
     add_config_arguments(p)
-    p.add_argument("--steps", type=int, help="environment steps of each run (n_timesteps)")
+    p.add_argument("--steps", type=integer, help="environment steps of each run (n_timesteps)")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (default: %(default)s)")
     p.add_argument("--out", required=True, help="the sweep's folder")
     p.add_argument("--storage", metavar="URL", help="database that lists the runs for every machine")
@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--trials", type=int, default=20, help="trials in the study (default: %(default)s)")
     _add_algo_arguments(p)
     add_env_kwargs_argument(p)
-    p.add_argument("--budget", type=int, metavar="STEPS", help="environment steps per trial")
+    p.add_argument("--budget", type=integer, metavar="STEPS", help="environment steps per trial")
     add_config_arguments(p)
     p.add_argument("--seed", type=int, help="seed of every trial's run and of the sampler")
     p.add_argument("--out", default="tune", help="folder for trial runs, study.db and plots (default: tune)")
