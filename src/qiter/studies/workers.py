@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from qiter.errors import QiterError, RunInterrupted
+from qiter.lifecycle import SignalGuard
 
 __all__ = ["StopSignals", "StudyInterrupted", "command_line", "die_with_parent", "parent_alive"]
 
@@ -68,7 +68,7 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
         os.kill(os.getpid(), sig)
 
 
-class StopSignals:
+class StopSignals(SignalGuard):
     """SIGINT and SIGTERM of a process that drives a study: the first is recorded in :attr:`signum` and passed
     on to the workers as SIGTERM (their runs save and stop); a second interrupts at once
     (``KeyboardInterrupt``).
@@ -82,17 +82,12 @@ class StopSignals:
         doing (an Optuna study between two runs marks its trial failed).
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
     def __init__(self, workers: Callable[[], Iterable[int]] = tuple, interrupt: bool = False) -> None:
+        super().__init__()
         self.workers, self.interrupt = workers, interrupt
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
+        super()._handle(signum, frame)  # records the first signal; a second raises KeyboardInterrupt
         for pid in self.workers():
             with contextlib.suppress(ProcessLookupError):
                 # SIGTERM whatever came: a run takes both alike, and a worker still importing at that moment
@@ -102,15 +97,11 @@ class StopSignals:
             raise KeyboardInterrupt
 
     def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
+        self.install()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
+        self.restore()
 
 
 def command_line() -> str:
