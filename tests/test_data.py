@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from messages import assert_damage_message
 
 from qiter.data import OfflineData, collect_data, load_data, save_data
 from qiter.envs import make_env
@@ -143,17 +144,6 @@ def test_validate_shapes_and_env() -> None:
         OfflineData(**_fields()).validate(make_env("CartPole-v1"))
 
 
-def _one_line(message: str) -> str:
-    assert "\n" not in message.strip(), message
-    return message
-
-
-def _assert_damage_message(message: str, path: Path) -> None:
-    _one_line(message)
-    assert str(path) in message
-    assert "weights_only" not in message and "pickle" not in message.lower()
-
-
 @pytest.fixture(scope="module")
 def npz_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     path = save_data(collect_data("CartPole-v1", n_steps=50, seed=0), tmp_path_factory.mktemp("npz") / "d")
@@ -165,7 +155,7 @@ def test_truncated_npz(npz_bytes: bytes, tmp_path: Path) -> None:
     path.write_bytes(npz_bytes[: len(npz_bytes) // 2])
     with pytest.raises(QiterError) as info:
         load_data(path)
-    _assert_damage_message(str(info.value), path)
+    assert_damage_message(str(info.value), path)
 
 
 def test_random_bytes_npz_gives_no_unpickling_advice(tmp_path: Path) -> None:
@@ -174,7 +164,7 @@ def test_random_bytes_npz_gives_no_unpickling_advice(tmp_path: Path) -> None:
     path.write_bytes(os.urandom(4096))
     with pytest.raises(QiterError) as info:
         load_data(path)
-    _assert_damage_message(str(info.value), path)
+    assert_damage_message(str(info.value), path)
     assert "allow_pickle" not in str(info.value)
 
 
@@ -185,4 +175,4 @@ def test_npy_named_npz(tmp_path: Path) -> None:
         np.save(f, np.zeros(3))
     with pytest.raises(QiterError) as info:
         load_data(path)
-    _assert_damage_message(str(info.value), path)
+    assert_damage_message(str(info.value), path)

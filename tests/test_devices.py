@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from messages import one_line
 
 from qiter.cli import main
 from qiter.devices import check_device
@@ -13,11 +14,6 @@ from qiter.errors import QiterError
 from qiter.run_config import RunConfig
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-
-
-def _one_line(message: str) -> str:
-    assert "\n" not in message.strip(), message
-    return message
 
 
 def test_check_device_refuses_what_torch_cannot_parse() -> None:
@@ -34,7 +30,7 @@ def test_check_device_refuses_what_torch_cannot_parse() -> None:
 def test_check_device_without_cuda(name: str) -> None:
     with pytest.raises(QiterError) as info:
         check_device(name)
-    message = _one_line(str(info.value))
+    message = one_line(str(info.value))
     assert name in message and "not available" in message and "--device cpu" in message
     with pytest.raises(QiterError, match="--device cpu"):
         RunConfig(device=name).validate()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium.error import DependencyNotInstalled
+from messages import one_line
 
 from qiter.cli import main
 from qiter.dqn import DQNConfig, QNetwork, evaluate_policy, run_dqn, train
@@ -85,11 +86,6 @@ BOX2D_IDS = sorted(
 )
 
 
-def _one_line(message: str) -> str:
-    assert "\n" not in message.strip(), message
-    return message
-
-
 @pytest.fixture
 def without_box2d(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``import Box2D`` fail, as on a machine without it, so gymnasium raises its real error."""
@@ -109,7 +105,7 @@ def test_box2d_env_without_box2d_names_the_extra(env_id: str) -> None:
         gym.make(env_id)
     with pytest.raises(QiterError) as info:
         make_env(env_id)
-    message = _one_line(str(info.value))
+    message = one_line(str(info.value))
     assert env_id in message and 'pip install "qiter[box2d]"' in message
 
 
@@ -120,7 +116,7 @@ def test_other_missing_dependency_gives_gymnasiums_first_line(monkeypatch: pytes
     monkeypatch.setattr(gym, "make", make)
     with pytest.raises(QiterError) as info:
         make_env("CartPole-v1")
-    message = _one_line(str(info.value))
+    message = one_line(str(info.value))
     assert "CartPole-v1" in message and "gymnasium[mujoco]" in message and "qiter[" not in message
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from messages import assert_damage_message
 
 from qiter import runs
 from qiter.errors import QiterError
@@ -212,23 +213,12 @@ def test_config_yaml_and_eval_json(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == {"mean_return": 500.0, "returns": [1.0, 2.0]}
 
 
-def _one_line(message: str) -> str:
-    assert "\n" not in message.strip(), message
-    return message
-
-
-def _assert_damage_message(message: str, path: Path) -> None:
-    _one_line(message)
-    assert str(path) in message
-    assert "weights_only" not in message and "pickle" not in message.lower()
-
-
 def test_random_bytes_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "random.pt"
     path.write_bytes(os.urandom(4096))
     with pytest.raises(QiterError) as info:
         runs.load_checkpoint(path)
-    _assert_damage_message(str(info.value), path)
+    assert_damage_message(str(info.value), path)
     assert "corrupt or truncated" in str(info.value)
 
 
@@ -240,7 +230,7 @@ def test_truncated_checkpoint(tmp_path: Path, keep: float) -> None:
     path.write_bytes(data[: int(len(data) * keep)])
     with pytest.raises(QiterError) as info:
         runs.load_checkpoint(path)
-    _assert_damage_message(str(info.value), path)
+    assert_damage_message(str(info.value), path)
     assert "corrupt or truncated" in str(info.value)
 
 
@@ -249,7 +239,7 @@ def test_empty_checkpoint(tmp_path: Path) -> None:
     path.touch()
     with pytest.raises(QiterError, match="the file is empty") as info:
         runs.load_checkpoint(path)
-    _assert_damage_message(str(info.value), path)
+    assert_damage_message(str(info.value), path)
 
 
 @pytest.fixture
