@@ -200,8 +200,9 @@ def test_a_diverged_agent_is_named_and_the_others_go_on_until_all_have() -> None
         train(config, 2, {"learning_rate": ["1e12", "1e13"]}, workers=1)
 
 
+@pytest.mark.parametrize("extra", [(), ("n_envs=2", "n_steps=3", "n_step_cut=greedy")])
 @pytest.mark.parametrize("backend", ["numpy", "torch-device-counters"])
-def test_a_restored_population_steps_as_the_original(backend: str) -> None:
+def test_a_restored_population_steps_as_the_original(backend: str, extra: tuple[str, ...]) -> None:
     """``Population.state_dict`` into a fresh population (numpy; torch with every counter on the device, as
     a CUDA graph replays them): the next steps, updates, target copies and draws are the same, to the bit."""
     from qiter.population.lockstep import Population
@@ -211,7 +212,7 @@ def test_a_restored_population_steps_as_the_original(backend: str) -> None:
     config = resolve_config(
         "Acrobot-v1",
         overrides=["n_timesteps=400", "learning_starts=100", "replay_buffer_size=200", "double_dqn=true",
-                   "learning_rate_final=0", "target_network_update_interval=30"],
+                   "learning_rate_final=0", "target_network_update_interval=30", *extra],
     )  # fmt: skip
     configs = agent_configs(config, 2)
 

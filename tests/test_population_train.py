@@ -99,8 +99,9 @@ def test_an_agent_runs_the_same_alone_or_among_others() -> None:
     assert len(set(among.final_returns)) > 1  # the others are other runs
 
 
-def test_processes_split_the_population_without_changing_a_run() -> None:
-    config = _config(1500, "learning_starts=200")
+@pytest.mark.parametrize("extra", [(), ("n_envs=3", "n_steps=3")])
+def test_processes_split_the_population_without_changing_a_run(extra: tuple[str, ...]) -> None:
+    config = _config(1500, "learning_starts=200", *extra)
     one, two = train(config, 4, workers=1), train(config, 4, workers=2)
     assert (one.workers, two.workers) == (1, 2)
     np.testing.assert_array_equal(np.stack(one.eval_returns), np.stack(two.eval_returns))
@@ -176,7 +177,11 @@ def test_bad_population_input(n: int, sweep: dict[str, list[str]], message: str)
             ["prioritized_replay=true"],
             r"do not support prioritized_replay=True yet .*: a sum tree per agent",
         ),
-        ("CartPole-v1", ["n_steps=3"], r"do not support n_steps=3 yet .*: the population's buffer has no"),
+        (
+            "CartPole-v1",
+            ["clip_rewards=true"],
+            r"do not support clip_rewards=True yet .*: the array environments",
+        ),
     ],
 )
 def test_unsupported_setups_are_refused(env_id: str, overrides: list[str], message: str) -> None:
@@ -296,3 +301,56 @@ def test_targets_counted_in_episodes_copy_each_agent_at_its_own_multiples() -> N
             copies += int(due)
         pop.update(step + 1)
     assert copies > 10
+
+
+def test_copies_follow_the_single_agents_schedule() -> None:
+    """With ``n_envs`` copies per agent, steps count environment steps, ``n_envs`` at a time, as DQNAgent
+    counts them: epsilon at ``step + n_envs``, one gradient step per multiple of ``update_interval`` passed
+    after ``learning_starts``, one target copy per multiple of the target interval passed; and each copy
+    plays episodes of its own."""
+    from qiter.dqn.agent import linear_schedule
+
+    pop = _population(
+        600, 2, None, "n_envs=3", "learning_starts=10", "update_interval=4", "gradient_steps=2",
+        "target_network_update_interval=50", "exploration_fraction=0.5",
+    )  # fmt: skip
+    cfg, targets = pop.config, 0
+    for step in range(0, 300, 3):
+        before = pop.learner.target.weights[0].copy()
+        pop.step(step)
+        targets += int(not np.array_equal(before, pop.learner.target.weights[0]))
+    # Steps 3, 6, ..., 300: updates at each step above 10 for the multiples of 4 in (step - 3, step].
+    first = 12  # the first step above learning_starts
+    expected_updates = cfg.gradient_steps * sum(1 for m in range(first - 2, 301) if m % 4 == 0)
+    assert int(pop.learner.step_count) == expected_updates
+    assert targets == 300 // 50  # the multiples of 50 passed (once the online network has moved)
+    eps = linear_schedule(cfg.exploration_initial_eps, cfg.exploration_final_eps, 303, 300)
+    np.testing.assert_allclose(pop.epsilon(300), eps, rtol=1e-6)
+    # Agent-major copies, each with its own episodes.
+    assert pop.observations.shape == (6, 4) and len({tuple(o) for o in pop.observations}) == 6
+    assert int(pop.buffer.size) == 300 and int(pop.buffer.pos) == 300 % pop.buffer.capacity
+
+
+def test_targets_counted_in_episodes_with_copies_copy_once_per_multiple_passed() -> None:
+    """Several copies can end episodes in one step: the Polyak target moves once per multiple of the
+    interval passed, as DQNAgent's per-episode copies do."""
+    pop = _population(
+        400, 1, None, "n_envs=4", "target_update_unit=episodes", "target_network_update_interval=1",
+        "tau=0.5", "learning_starts=50",
+    )  # fmt: skip
+    moved = False
+    for step in range(0, 400, 4):
+        before_target = [t.copy() for t in pop.learner.target.weights]
+        online = [w.copy() for w in pop.learner.online.weights]
+        episodes = pop.episodes.copy()
+        pop.transition(step)
+        pop.episode_target_update()
+        ended = int(pop.episodes[0] - episodes[0])
+        for t, b, w in zip(pop.learner.target.weights, before_target, online):
+            expected = b[0]
+            for _ in range(ended):  # one Polyak step per episode ended (interval 1)
+                expected = 0.5 * expected + 0.5 * w[0]
+            np.testing.assert_allclose(t[0], expected, rtol=1e-6, atol=1e-7)
+        moved |= ended > 1
+        pop.update(step + 4)
+    assert moved  # some step ended episodes in two copies at once

@@ -3,13 +3,17 @@
 Each agent has its own weights, Adam state, replay buffer, environment copy, exploration schedule and
 hyperparameters; what they share is the arrays that hold them, so one step of the population is a fixed
 number of array calls whatever N is (no Python loop over agents). The schedule is the single agent's
-(:class:`qiter.dqn.agent.DQNAgent` under :func:`qiter.run_loop.train`), step for step:
+(:class:`qiter.dqn.agent.DQNAgent` under :func:`qiter.run_loop.train`), step for step, with ``E = n_envs``
+environment copies per agent (steps are counted in environment steps, ``E`` per population step):
 
-1. epsilon from the linear schedule at ``step + 1``, epsilon-greedy actions;
+1. epsilon from the linear schedule at ``step + E`` (or the exponential one of the finished episodes),
+   epsilon-greedy actions;
 2. one environment step of every copy (finished copies reset in the same step);
-3. store ``(s, a, r, s', terminated)``;
-4. at ``step``: the target copy every ``target_network_update_interval`` steps, then, after
-   ``learning_starts`` and every ``update_interval`` steps, ``gradient_steps`` updates on minibatches.
+3. store ``(s, a, r, s', terminated, done)`` per copy;
+4. targets counted in episodes: a copy for each multiple of the interval the agent's episode count passed;
+5. at ``step + E``: the target copy for each ``target_network_update_interval`` passed, then, after
+   ``learning_starts``, ``gradient_steps`` updates on minibatches for each ``update_interval`` passed
+   (n-step returns sampled as the single agent's buffer computes them).
 
 Agent ``i`` draws every random number (initial weights, resets, exploration, minibatches, evaluation
 episodes) from a stream of its own (:mod:`qiter.population.streams`), so an agent's run depends on its seed
@@ -33,8 +37,8 @@ from qiter.core.mlp import MLPSpec
 from qiter.dqn.config import DQNConfig
 from qiter.errors import QiterWarning
 from qiter.population.array_envs import ArrayEnv, make_array_env
-from qiter.population.buffer import PopulationBuffer
-from qiter.population.streams import EVALUATE, EXPLORE, INIT, Streams, to_integers, to_uniform
+from qiter.population.buffer import PopulationBuffer, buffer_capacity
+from qiter.population.streams import COPIES, EVALUATE, EXPLORE, INIT, Streams, to_integers, to_uniform
 
 
 def layer_sizes(config: DQNConfig, env_cls: type[ArrayEnv]) -> list[int]:
@@ -64,7 +68,11 @@ class Population:
         self.n = n = len(configs)
         self.ops: Ops = make_ops(backend, base.device)
         self.streams = Streams(self.ops, [c.seed for c in configs])
-        self.env = make_array_env(base.env_id, n, self.ops, self.streams)
+        # E environment copies per agent, agent-major; one copy steps on the agent's own stream, several on
+        # streams derived from it.
+        self.n_envs = n_envs = base.n_envs
+        env_streams = self.streams if n_envs == 1 else self.streams.children(COPIES, 0, n_envs)
+        self.env = make_array_env(base.env_id, n * n_envs, self.ops, env_streams)
         settings = AgentSettings.make(
             n, [c.learning_rate for c in configs], [c.gamma for c in configs],
             [c.double_dqn for c in configs], [c.loss == "huber" for c in configs],
@@ -72,9 +80,14 @@ class Population:
         )  # fmt: skip
         self.learner = BatchedDQN(self.ops, n, network_spec(base, type(self.env)), settings)
         self.learner.initialize(lambda k, shape: self.streams.uniform(INIT, k, shape))
-        capacity = min(base.replay_buffer_size, base.n_timesteps)
-        self.buffer = PopulationBuffer(self.ops, self.streams, capacity, self.env.obs_dim)
         ops = self.ops
+        capacity = buffer_capacity(base.replay_buffer_size, base.n_timesteps, n_envs)
+        gammas = ops.asarray(np.array([c.gamma for c in configs]), "float32")
+        self.buffer = PopulationBuffer(
+            ops, self.streams, capacity, self.env.obs_dim, n_envs, base.n_steps, gammas
+        )
+        # n-step traces cut at the first action the online network would not take (n_step_cut: greedy).
+        self.trace_policy = self.learner.greedy if base.n_steps > 1 and base.n_step_cut == "greedy" else None
         eps0 = np.array([c.exploration_initial_eps for c in configs])
         self.eps0 = ops.asarray(eps0, "float32")
         self.eps_delta = ops.asarray(np.array([c.exploration_final_eps for c in configs]) - eps0, "float32")
@@ -98,7 +111,7 @@ class Population:
             ops.copy_into(self.lr_start, self.learner.lr)
         self.n_actions = int(self.env.n_actions or 0)
         self.observations = self.env.reset()
-        self.episode_returns = ops.zeros((n,), "float64")
+        self.episode_returns = ops.zeros((n * n_envs,), "float64")
         self.finished_sum = ops.zeros((n,), "float64")
         self.finished_count = ops.zeros((n,), "int64")
         self.episodes = ops.zeros((n,), "int64")  # finished so far, per agent
@@ -124,55 +137,59 @@ class Population:
         self.clock = self.ops.asarray(start, "int64")
         self.env.use_device_counter()
         self.buffer.use_device_counters()
-        updates = cfg.n_timesteps // cfg.update_interval * cfg.gradient_steps
-        self.learner.use_device_counter(updates + cfg.gradient_steps)
+        updates = (cfg.n_timesteps + cfg.n_envs) // cfg.update_interval * cfg.gradient_steps
+        self.learner.use_device_counter(updates + cfg.n_envs * cfg.gradient_steps)
 
     def epsilon(self, step: int | Array) -> Array:
-        """Each agent's exploration rate at ``step``: the linear schedule at ``step + 1``, or the exponential
-        one of its finished episodes (DQNAgent's schedules)."""
+        """Each agent's exploration rate at ``step``: the linear schedule at ``step + n_envs`` (the steps done
+        once this one is), or the exponential one of its finished episodes (DQNAgent's schedules)."""
         ops = self.ops
         if self.exponential:
             # eps_min + (eps0 - eps_min) exp(-episodes / decay_episodes) (e ** x: an exp written with
             # operators, the same on numpy and torch).
             decay = -self.config.exploration_decay_episodes
             return self.eps_final - self.eps_delta * math.e ** (ops.astype(self.episodes, "float32") / decay)
-        return self.eps0 + ops.clip((step + 1) / self.anneal, 0.0, 1.0) * self.eps_delta
+        return self.eps0 + ops.clip((step + self.n_envs) / self.anneal, 0.0, 1.0) * self.eps_delta
 
     def act(self, step: int | Array) -> Array:
         """Epsilon-greedy actions at ``step`` (the number of steps done so far, or :attr:`clock`)."""
-        ops = self.ops
+        ops, n_envs = self.ops, self.n_envs
         eps = self.epsilon(step)
-        greedy = self.learner.greedy(self.observations[:, None, :])[:, 0]
-        bits = self.streams.per_step(EXPLORE, step, (2,))  # the coin and the random action
-        explore = to_uniform(ops, bits[:, 0]) < eps
-        return ops.where(explore, to_integers(bits[:, 1], self.n_actions), greedy)
+        greedy = self.learner.greedy(self.observations.reshape(self.n, n_envs, -1))  # (N, E)
+        # The coin and the random action of each copy (with one copy, shape (1, 2) draws what (2,) draws).
+        bits = self.streams.per_step(EXPLORE, step // n_envs, (n_envs, 2))
+        explore = to_uniform(ops, bits[..., 0]) < eps[:, None]
+        return ops.where(explore, to_integers(bits[..., 1], self.n_actions), greedy).reshape(-1)
 
     def run(self, start: int, stop: int) -> None:
-        """Steps ``start`` to ``stop - 1`` (see :meth:`step`)."""
-        for step in range(start, stop):
+        """Steps ``start`` to ``stop - 1``, ``n_envs`` at a time (see :meth:`step`; both multiples of it)."""
+        for step in range(start, stop, self.n_envs):
             self.step(step)
 
     def step(self, step: int) -> None:
-        """One environment step of every agent, then what the schedule asks for at ``step + 1``."""
+        """One environment step of every copy, then what the schedule asks for at ``step + n_envs``."""
         if self.graphs is not None:
             self.graphs.transition()
         else:
             self.transition(step if self.clock is None else self.clock)
         if self.episode_targets:
             self.episode_target_update()
-        self.update(step + 1)
+        self.update(step + self.n_envs)
 
     def episode_target_update(self) -> None:
-        """Targets counted in episodes: copy the targets of the agents whose episode count just reached a
-        multiple of their interval (DQNAgent copies when an episode ends, before the step's update)."""
+        """Targets counted in episodes: one copy per multiple of its interval that an agent's episode count
+        just passed (DQNAgent copies as each episode ends, before the step's update)."""
         ops = self.ops
         # The copies finished this step are those whose elapsed count was reset to 0 (every episode lasts
         # at least one step).
-        ended = self.env.elapsed == 0
-        due = ended & (self.episodes % self.intervals_array == 0)
-        if ops.name == "numpy" and not due.any():  # on a device, no read back: the masked copy always runs
-            return
-        self.learner.update_target(due, tau=self.config.tau)
+        ended = ops.sum(ops.astype(self.env.elapsed == 0, "int64").reshape(self.n, self.n_envs), 1)
+        interval = self.intervals_array
+        passed = self.episodes // interval - (self.episodes - ended) // interval
+        # On the host, as many masked copies as the most passed (with Polyak targets two are not one); on a
+        # device, no read back: E masked copies always run.
+        rounds = int(passed.max()) if ops.name == "numpy" else self.n_envs
+        for r in range(rounds):
+            self.learner.update_target(passed > r, tau=self.config.tau)
 
     # The arrays of the population are updated in place, never rebound: a captured CUDA graph replays the
     # memory it saw.
@@ -182,24 +199,28 @@ class Population:
 
         :param step: The steps done so far, or :attr:`clock` (advanced here).
         """
-        ops = self.ops
+        ops, per_agent = self.ops, (self.n, self.n_envs)
         actions = self.act(step)
         out = self.env.step(actions)
-        self.buffer.add(self.observations, actions, out.rewards, out.final_observations, out.terminateds)
+        done = out.terminateds | out.truncateds
+        self.buffer.add(
+            self.observations, actions, out.rewards, out.final_observations, out.terminateds, done
+        )
         ops.copy_into(self.observations, out.observations)
         self.episode_returns += out.rewards
-        done = out.terminateds | out.truncateds
-        self.finished_sum += ops.where(done, self.episode_returns, 0.0)
-        self.finished_count += done
-        self.episodes += done
+        self.finished_sum += ops.sum(ops.where(done, self.episode_returns, 0.0).reshape(per_agent), 1)
+        ended = ops.sum(ops.astype(done, "int64").reshape(per_agent), 1)
+        self.finished_count += ended
+        self.episodes += ended
         ops.copy_into(self.episode_returns, ops.where(done, 0.0, self.episode_returns))
         if self.clock is not None:
-            self.clock += 1
+            self.clock += self.n_envs
 
     def update(self, step: int) -> None:
-        """Target copies and gradient steps due at ``step`` (decided on the host: no device sync)."""
-        cfg = self.config
-        due = step % self.intervals == 0
+        """Target copies and gradient steps due at ``step`` (decided on the host: no device sync): as
+        DQNAgent counts them, the multiples of each interval in ``(step - n_envs, step]``."""
+        cfg, n_envs = self.config, self.n_envs
+        due = step // self.intervals - (step - n_envs) // self.intervals > 0
         if self.episode_targets:
             pass
         elif self.same_interval:
@@ -207,12 +228,17 @@ class Population:
                 self.learner.update_target(tau=cfg.tau)
         elif due.any():
             self.learner.update_target(self.ops.asarray(due, "bool"), tau=cfg.tau)
-        if step <= cfg.learning_starts or step % cfg.update_interval:
+        if step <= cfg.learning_starts:
+            return
+        n_updates = (
+            step // cfg.update_interval - (step - n_envs) // cfg.update_interval
+        ) * cfg.gradient_steps
+        if not n_updates:
             return
         if cfg.learning_rate_final is not None:
             self.set_learning_rate(step)
-        self.updates += cfg.gradient_steps
-        for _ in range(cfg.gradient_steps):
+        self.updates += n_updates
+        for _ in range(n_updates):
             if self.graphs is not None:
                 self.graphs.gradient_step()
             else:
@@ -233,7 +259,7 @@ class Population:
 
     def gradient_step(self) -> None:
         """One gradient step of every agent on its own minibatch (what a CUDA graph captures)."""
-        out = self.learner.update(*self.buffer.sample(self.config.batch_size))
+        out = self.learner.update(*self.buffer.sample(self.config.batch_size, self.trace_policy))
         self.loss_sum += out.loss
         self.q_sum += out.mean_q
 
@@ -299,12 +325,7 @@ class Population:
         size = _host_int(buffer.size)
         arrays: dict[str, Array] = {f"learner.{k}": v for k, v in self.learner.arrays().items()}
         arrays["buffer.table"] = buffer.table.reshape(n, buffer.capacity, -1)[:, :size]
-        arrays |= {
-            "env.state": self.env.state, "env.elapsed": self.env.elapsed, "observations": self.observations,
-            "episode_returns": self.episode_returns, "finished_sum": self.finished_sum,
-            "finished_count": self.finished_count, "loss_sum": self.loss_sum, "q_sum": self.q_sum,
-            "episodes": self.episodes,
-        }  # fmt: skip
+        arrays |= self._step_arrays()
         counters = {
             "step": step, "adam_steps": _host_int(self.learner.step_count), "buffer.pos": _host_int(buffer.pos),
             "buffer.size": size, "buffer.samples": _host_int(buffer.samples), "env.draws": _host_int(self.env.draws),
@@ -312,17 +333,24 @@ class Population:
         }  # fmt: skip
         return {"arrays": {k: ops.to_numpy(v).copy() for k, v in arrays.items()}, "counters": counters}
 
+    def _step_arrays(self) -> dict[str, Array]:
+        """The arrays of the environments and the running sums, each with a leading agent axis: the copies'
+        arrays as ``(N, n_envs, ...)`` views (so a slice of agents is a slice of rows)."""
+        per_agent = (self.n, self.n_envs)
+        env = self.env
+        return {
+            "env.state": env.state.reshape(*per_agent, -1), "env.elapsed": env.elapsed.reshape(per_agent),
+            "observations": self.observations.reshape(*per_agent, -1),
+            "episode_returns": self.episode_returns.reshape(per_agent), "finished_sum": self.finished_sum,
+            "finished_count": self.finished_count, "loss_sum": self.loss_sum, "q_sum": self.q_sum,
+            "episodes": self.episodes,
+        }  # fmt: skip
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (of this slice's agents) in place: the run continues to the bit."""
         ops, n = self.ops, self.n
         arrays, counters = state["arrays"], state["counters"]
-        targets = {f"learner.{k}": v for k, v in self.learner.arrays().items()}
-        targets |= {
-            "env.state": self.env.state, "env.elapsed": self.env.elapsed, "observations": self.observations,
-            "episode_returns": self.episode_returns, "finished_sum": self.finished_sum,
-            "finished_count": self.finished_count, "loss_sum": self.loss_sum, "q_sum": self.q_sum,
-            "episodes": self.episodes,
-        }  # fmt: skip
+        targets = {f"learner.{k}": v for k, v in self.learner.arrays().items()} | self._step_arrays()
         for key, target in targets.items():
             ops.copy_into(target, ops.asarray(arrays[key], _dtype_name(arrays[key])))
         size = int(counters["buffer.size"])

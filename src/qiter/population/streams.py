@@ -33,6 +33,7 @@ EXPLORE = 2  # epsilon-greedy: explore or not, and the random action (3 was the 
 RESET = 4  # environment initial states
 SAMPLE = 5  # replay minibatch indices
 EVALUATE = 6  # keys of evaluation episodes
+COPIES = 7  # keys of an agent's environment copies (n_envs > 1)
 
 #: Steps whose per-step draws are made at once (:meth:`Streams.per_step`).
 STEP_BLOCK = 64

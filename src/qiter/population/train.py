@@ -45,7 +45,7 @@ from qiter.dqn.config import DQNConfig
 from qiter.errors import QiterError, QiterWarning
 from qiter.lifecycle import DivergenceError, Every, QValueWatch, RunEvents, RunLifecycle
 from qiter.population.array_envs import ARRAY_ENVS, ArrayEnv
-from qiter.population.buffer import buffer_bytes
+from qiter.population.buffer import buffer_bytes, buffer_capacity
 from qiter.population.lockstep import layer_sizes
 from qiter.population.report import write_reports
 from qiter.population.result import PopulationResult, iqm
@@ -75,26 +75,21 @@ SWEEPABLE = (
 )
 #: Options of DQNConfig that the population does not implement: the value it needs, and why not.
 UNSUPPORTED: dict[str, tuple[Any, str]] = {
-    "n_steps": (
-        1,
-        "the population's buffer has no n-step traces yet (the DQN core takes per-sample discounts)",
-    ),
     "prioritized_replay": (
         False,
         "a sum tree per agent would be a Python loop over agents at every sample and priority update",
     ),
-    "n_envs": (1, "an agent steps one environment copy (N agents already step N copies)"),
     "clip_rewards": (False, "the array environments are classic control, whose rewards are stored as given"),
 }
 LOG_INTERVAL = 1000
 #: The most steps between two looks at a signal (a segment of the run ends there or earlier).
 SEGMENT = 250
 #: The layout of a population's checkpoint (another is refused, naming both).
-POPULATION_FORMAT = "qiter-population-v1"
+POPULATION_FORMAT = "qiter-population-v2"
 #: What a resume may not change: which agents there are (their number, seeds and sweep) and the shapes of
 #: the saved arrays (the buffers' capacity, min(replay_buffer_size, n_timesteps), is checked apart).
 FIXED_KEYS = (
-    "env_id", "n_agents", "seed", "sweep", "n_hidden_layers", "n_hidden_units", "dueling", "layer_norm",
+    "env_id", "n_agents", "n_envs", "seed", "sweep", "n_hidden_layers", "n_hidden_units", "dueling", "layer_norm",
     "activation",
 )  # fmt: skip
 
@@ -173,9 +168,11 @@ def estimate_bytes(config: DQNConfig, n_agents: int, env_cls: type[ArrayEnv]) ->
     learning-rate vector, then the minibatch activations (a generous bound)."""
     sizes = layer_sizes(config, env_cls)
     n_params = sum(i * o + o for i, o in itertools.pairwise(sizes))
-    capacity = min(config.replay_buffer_size, config.n_timesteps)
+    capacity = buffer_capacity(config.replay_buffer_size, config.n_timesteps, config.n_envs)
     activations = 12 * config.batch_size * max(sizes) * 4
-    return buffer_bytes(n_agents, capacity, env_cls.obs_dim) + n_agents * (8 * n_params * 4 + activations)
+    return buffer_bytes(n_agents, capacity, env_cls.obs_dim) + n_agents * (
+        8 * n_params * 4 + activations * config.n_steps
+    )
 
 
 def available_bytes(device: str) -> int:
@@ -385,7 +382,9 @@ def resume_settings(
 
 
 def _capacity(values: Mapping[str, Any]) -> int:
-    return min(int(values["replay_buffer_size"]), int(values["n_timesteps"]))
+    return buffer_capacity(
+        int(values["replay_buffer_size"]), int(values["n_timesteps"]), int(values["n_envs"])
+    )
 
 
 def _read_checkpoint(
@@ -405,7 +404,7 @@ def _read_checkpoint(
     if _capacity(saved) != _capacity(current):
         raise QiterError(
             f"cannot change replay_buffer_size when resuming: the buffers hold min(replay_buffer_size, "
-            f"n_timesteps) = {_capacity(saved)} transitions, this config {_capacity(current)}; keep that "
+            f"n_timesteps), a multiple of n_envs, = {_capacity(saved)} transitions, this config {_capacity(current)}; keep that "
             "capacity (e.g. set replay_buffer_size to it) or start a new run"
         )
     return state
@@ -493,7 +492,7 @@ class PopulationRun:
     def loop(self) -> None:
         """Step to ``n_timesteps`` (or an early stop, or a signal), segment by segment."""
         config, life, shards = self.config, self.life, self.shards
-        total = config.n_timesteps
+        total = self.end_step()
         log_due = Every(LOG_INTERVAL, self.step)
         eval_due = Every(config.evaluation_interval, self.step)
         checkpoint_due = Every(config.checkpoint_interval or config.evaluation_interval or total, self.step)
@@ -501,6 +500,7 @@ class PopulationRun:
             while self.step < total and signals.signum is None:
                 start, t0 = self.step, time.perf_counter()
                 stop = int(min(log_due.next, eval_due.next, checkpoint_due.next, total, start + SEGMENT))
+                stop = -(-stop // config.n_envs) * config.n_envs  # whole steps of the n_envs copies
                 shards.call("run", start, stop)
                 self.step = stop
                 self.steps_timed += self.n * (stop - start)
@@ -518,6 +518,12 @@ class PopulationRun:
                     break
                 if checkpoint_due.due(stop):
                     life.checkpoint("latest.pt", stop, self.checkpoint_state)
+
+    def end_step(self) -> int:
+        """Where the run ends: ``n_timesteps``, rounded up to whole steps of the ``n_envs`` copies (as
+        ``qiter train`` ends)."""
+        n_envs = self.config.n_envs
+        return -(-self.config.n_timesteps // n_envs) * n_envs
 
     def log_interval(self) -> dict[str, np.ndarray]:
         """The returns of the episodes ended since the last point and the agents' training metrics: kept,
