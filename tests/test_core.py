@@ -5,6 +5,7 @@ option; the core's state and the single agent's optimizer checkpoints."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import itertools
 
@@ -15,11 +16,12 @@ from gymnasium import spaces
 
 from qiter.buffers.replay import ReplayBuffer, ReplayBufferSamples
 from qiter.core.arrays import NumpyOps, Ops, TorchOps
+from qiter.core.conv import ConvSpec
 from qiter.core.dqn import AgentSettings, BatchedDQN
 from qiter.core.mlp import MLPSpec
 from qiter.dqn.core_learner import CoreLearner, network_spec, numpy_actor, supports_core
 from qiter.dqn.learner import TDSettings
-from qiter.dqn.networks import QNetwork, make_q_network
+from qiter.dqn.networks import ConvQNetwork, QNetwork, make_q_network
 from qiter.dqn.torch_learner import TorchLearner
 from qiter.dqn.tutorial import dqn_update
 from qiter.errors import QiterError
@@ -463,24 +465,30 @@ def test_learning_rates_per_agent_and_state_dict_round_trip() -> None:
         wider.load_state_dict(core.state_dict())
 
 
+@pytest.mark.parametrize("size", [64, 1 << 15], ids=["numpy", "fused"])
 def test_adam_flushes_subnormal_moments_and_the_parameters_do_not_see_it(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, size: int
 ) -> None:
     """Moments decaying through the subnormal range (a parameter whose gradient stays zero) are set to zero
-    every few steps on numpy; the parameters end bit for bit where they end without the flush."""
+    every few steps on numpy (with numpy's Adam, and with torch's fused kernel for large vectors); the
+    parameters end bit for bit where they end without the flush."""
     from qiter.core import adam as adam_module
-    from qiter.core.adam import Adam
+    from qiter.core.adam import FUSED_MIN_SIZE, Adam
 
     rng = np.random.default_rng(0)
-    params = rng.normal(size=64).astype(np.float32)
-    grads = [np.where(np.arange(64) < 32, rng.normal(size=64), 0.0).astype(np.float32) for _ in range(80)]
+    params = rng.normal(size=size).astype(np.float32)
+    half = size // 2
+    grads = [
+        np.where(np.arange(size) < half, rng.normal(size=size), 0.0).astype(np.float32) for _ in range(80)
+    ]
 
     def run() -> Adam:
-        grad = np.zeros(64, np.float32)
+        grad = np.zeros(size, np.float32)
         adam = Adam(NumpyOps(), params.copy(), grad, 1e-3, 1e-8)
+        assert (adam._fused is not None) == (size >= FUSED_MIN_SIZE)
         adam.step()  # then moments that will decay through the subnormal range
-        adam.exp_avg[32:] = 1e-36
-        adam.exp_avg_sq[32:] = 1e-37
+        adam.exp_avg[half:] = 1e-36
+        adam.exp_avg_sq[half:] = 1e-37
         for g in grads:
             grad[:] = g
             adam.step()
@@ -493,3 +501,180 @@ def test_adam_flushes_subnormal_moments_and_the_parameters_do_not_see_it(
     assert np.any((kept.exp_avg != 0) & (np.abs(kept.exp_avg) < tiny))
     assert not np.any((flushed.exp_avg != 0) & (np.abs(flushed.exp_avg) < tiny))
     np.testing.assert_array_equal(flushed.params, kept.params)
+
+
+# -- the MinAtar network (a convolution before the MLP) against autograd ---------------------------------
+
+MINATAR_SPACE = spaces.Box(0, 1, (4, 10, 10), np.uint8)
+PIXEL_SPACE = spaces.Box(0, 255, (2, 7, 6), np.uint8)  # 8-bit pixels: scaled by 1/255
+CONV_OPTIONS = [
+    options_with(),
+    options_with("dueling", "double_dqn", "huber", "grad_clip"),
+    options_with("n_step", "per_weights", "huber"),
+    options_with("dueling", *GRADIENT_PATH),
+]
+
+
+def image_batch(
+    rng: np.random.Generator, space: spaces.Box, n_step: bool, per_weights: bool
+) -> ReplayBufferSamples:
+    """Stored images (uint8, mostly zeros) as the frame buffer samples them."""
+    shape = (2, BATCH, *space.shape)
+    images = rng.integers(0, int(space.high.max()) + 1, size=shape) * (rng.random(shape) < 0.3)
+    return dataclasses.replace(
+        random_batch(rng, n_step, per_weights),
+        observations=images[0].astype(np.uint8),
+        next_observations=images[1].astype(np.uint8),
+    )
+
+
+def conv_net(space: spaces.Box, dueling: bool) -> ConvQNetwork:
+    return ConvQNetwork(space, ACTION_SPACE, "minatar-cnn", dueling)
+
+
+def torch_to_core(data: np.ndarray) -> np.ndarray:
+    """A torch parameter in the core's layout: kernels (out, c, k, k) as (c k k, out), weights (in, out)."""
+    if data.ndim == 4:
+        return data.reshape(len(data), -1).T
+    return data.T if data.ndim == 2 else data
+
+
+@pytest.mark.parametrize("space", [MINATAR_SPACE, PIXEL_SPACE], ids=["minatar", "pixels"])
+@pytest.mark.parametrize("options", CONV_OPTIONS, ids=name_of)
+def test_minatar_network_on_the_core_matches_torch_learner(
+    options: dict[str, bool], space: spaces.Box
+) -> None:
+    """uint8 images through the core's convolution: the same losses, Q statistics, TD errors and weights
+    as autograd, with a hard target copy, a learning-rate change and a Polyak average on the way."""
+    th.manual_seed(0)
+    net, target = conv_net(space, options["dueling"]), conv_net(space, options["dueling"])
+    spec = network_spec(net)
+    scale = 1 / float(space.high.max())
+    assert spec is not None and spec.conv == ConvSpec(space.shape[0], *space.shape[1:], 16, 3, scale)
+    nets, targets = [copy.deepcopy(net), copy.deepcopy(net)], [copy.deepcopy(target), copy.deepcopy(target)]
+    settings = td_settings(options)
+    learners = [CoreLearner(nets[0], targets[0], settings), TorchLearner(nets[1], targets[1], settings)]
+    rng = np.random.default_rng(1)
+    for step in range(6):
+        samples = image_batch(rng, space, options["n_step"], options["per_weights"])
+        (loss, q, max_q, td), theirs = (learner.update(samples) for learner in learners)
+        assert loss == pytest.approx(theirs.loss, rel=1e-5, abs=1e-6)
+        assert q == pytest.approx(theirs.mean_q, rel=1e-5, abs=1e-6)
+        assert max_q == pytest.approx(theirs.max_q, rel=1e-5, abs=1e-6)
+        np.testing.assert_allclose(td, theirs.td_errors, rtol=1e-5, atol=1e-5)
+        assert_same_parameters(nets[0], nets[1])
+        if step == 2:
+            for learner in learners:
+                learner.update_target()
+                learner.learning_rate = 3e-4
+            assert_same_parameters(targets[0], targets[1])
+        if step == 4:
+            for learner in learners:
+                learner.update_target(0.3)
+            assert_same_parameters(targets[0], targets[1])
+    obs = image_batch(rng, space, False, False).observations
+    with th.no_grad():
+        q_torch = nets[1](th.from_numpy(obs)).numpy()
+    np.testing.assert_allclose(learners[0].core.q_values(obs[None])[0], q_torch, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(learners[0].greedy(obs), q_torch.argmax(1))
+    assert [learners[0].act(o) for o in obs] == q_torch.argmax(1).tolist()
+    actor = numpy_actor(nets[1])  # the torch learner acts through numpy views of its own weights too
+    assert actor is not None and [actor(o) for o in obs] == q_torch.argmax(1).tolist()
+
+
+def test_minatar_network_optimizer_state_both_ways() -> None:
+    """The core's moments saved in the layout of the network's parameters equal torch Adam's; a torch
+    learner's optimizer state (checkpoints made before the core ran this network) resumes on the core."""
+    th.manual_seed(2)
+    net, target = conv_net(MINATAR_SPACE, True), conv_net(MINATAR_SPACE, True)
+    settings = TDSettings(LR, GAMMA, loss="huber")
+    core = CoreLearner(copy.deepcopy(net), copy.deepcopy(target), settings)
+    torch_learner = TorchLearner(copy.deepcopy(net), copy.deepcopy(target), settings)
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        samples = image_batch(rng, MINATAR_SPACE, False, False)
+        core.update(samples)
+        torch_learner.update(samples)
+    state = core.optimizer_state()
+    torch_state = [torch_learner.optimizer.state[p] for p in torch_learner.q_net.parameters()]
+    for key in ("exp_avg", "exp_avg_sq"):
+        expected = th.cat([s[key].reshape(-1) for s in torch_state]).numpy()
+        saved = state[key]
+        assert isinstance(saved, th.Tensor)
+        np.testing.assert_allclose(saved.numpy(), expected, rtol=1e-4, atol=1e-9)
+    resumed = CoreLearner(
+        copy.deepcopy(torch_learner.q_net), copy.deepcopy(torch_learner.q_target_net), settings
+    )
+    resumed.load_optimizer_state(torch_learner.optimizer_state())
+    assert resumed.core.step_count == 3
+    samples = image_batch(rng, MINATAR_SPACE, False, False)
+    resumed.update(samples)
+    torch_learner.update(samples)
+    assert_same_parameters(resumed.q_net, torch_learner.q_net)
+    with pytest.raises(QiterError, match="backend torch"):  # an MLP's torch state stays refused
+        make_pair(options_with())[0].load_optimizer_state({"kind": "torch-adam", "state": {}})
+
+
+def test_conv_layouts_the_core_refuses() -> None:
+    """The Nature CNN (strides, three convolutions) and a padded convolution stay on the torch learner."""
+    atari = spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    assert not supports_core(ConvQNetwork(atari, ACTION_SPACE, "nature-cnn"))
+    padded = conv_net(MINATAR_SPACE, False)
+    padded.q_net[0] = th.nn.Conv2d(4, 16, 3, padding=1)
+    assert network_spec(padded) is None
+    assert supports_core(conv_net(MINATAR_SPACE, False))
+
+
+@pytest.mark.parametrize("ops", [NumpyOps(), TorchOps("cpu")], ids=lambda o: o.name)
+def test_each_agent_of_a_batched_conv_step_is_a_single_agents_step(ops: Ops) -> None:
+    """Four dueling MinAtar networks with their own learning rate, gamma, Double DQN, loss and clipping in
+    one batched step (n-step batches with importance weights, a Polyak average): each agent's slice makes
+    the updates of a TorchLearner with its settings."""
+    # A tenth of the MLP test's learning rates: among 132k parameters a few have gradients at rounding
+    # level, whose sign Adam turns into a whole step of the learning rate.
+    agent_lr = [lr / 10 for lr in AGENT_LR]
+    learners = []
+    for i in range(N):
+        th.manual_seed(20 + i)
+        settings = TDSettings(
+            agent_lr[i], AGENT_GAMMA[i], AGENT_DOUBLE[i], "huber" if AGENT_HUBER[i] else "mse", AGENT_CLIP[i]
+        )
+        learners.append(TorchLearner(conv_net(MINATAR_SPACE, True), conv_net(MINATAR_SPACE, True), settings))
+    spec = network_spec(learners[0].q_net)
+    assert spec is not None and spec.conv is not None
+    settings = AgentSettings.make(
+        N, agent_lr, AGENT_GAMMA, AGENT_DOUBLE, AGENT_HUBER, [np.inf if c is None else c for c in AGENT_CLIP]
+    )
+    core = BatchedDQN(ops, N, spec, settings)
+    for i, learner in enumerate(learners):  # agent i starts from learner i's weights
+        for views, module in ((core.online, learner.q_net), (core.target, learner.q_target_net)):
+            for view, p in zip(views.tensors, module.parameters(), strict=True):
+                data = torch_to_core(p.detach().numpy())
+                ops.copy_into(view[i], ops.asarray(data.reshape(view.shape[1:])))
+    rng = np.random.default_rng(0)
+    fields = (
+        "observations",
+        "actions",
+        "rewards",
+        "next_observations",
+        "terminateds",
+        "discounts",
+        "weights",
+    )
+    dtypes = ["int64", "int64", "float32", "int64", "bool", "float32", "float32"]
+    for k in range(4):
+        batches = [image_batch(rng, MINATAR_SPACE, True, True) for _ in range(N)]
+        stacked = [np.stack([getattr(b, f) for b in batches]) for f in fields]
+        stacked[1] = stacked[1][..., 0]
+        out = core.update(*(ops.asarray(x, d) for x, d in zip(stacked, dtypes)))
+        for i, (learner, batch) in enumerate(zip(learners, batches)):
+            result = learner.update(batch)
+            assert ops.to_numpy(out.loss)[i] == pytest.approx(result.loss, rel=1e-4, abs=1e-6)
+            np.testing.assert_allclose(ops.to_numpy(out.td_errors)[i], result.td_errors, rtol=1e-4, atol=1e-4)
+        if k == 1:
+            core.update_target(tau=0.1)
+            for learner in learners:
+                learner.update_target(0.1)
+    for i, learner in enumerate(learners):
+        for ours, p in zip(core.agent_tensors(i), learner.q_net.parameters(), strict=True):
+            np.testing.assert_allclose(ours, torch_to_core(p.detach().numpy()), rtol=1e-4, atol=1e-5)

@@ -131,9 +131,13 @@ def test_refusals_in_one_line() -> None:
     with pytest.raises(QiterError, match="takes channel-first images"):
         network_kind(DQNConfig(env_id="x", network="nature-cnn"), spaces.Box(-1, 1, (8,)))
     with pytest.raises(
-        QiterError, match=r"numpy fast path .* image observations go through the torch learner"
+        QiterError, match=r"numpy fast path .* MinAtar network; the nature-cnn network goes through the torch"
     ):
-        build_q_network(DQNConfig(env_id="x", backend="numpy"), MINATAR, spaces.Discrete(3))
+        build_q_network(DQNConfig(env_id="x", backend="numpy"), ATARI, spaces.Discrete(3))
+    # The MinAtar network runs on the numpy DQN core.
+    assert isinstance(
+        build_q_network(DQNConfig(env_id="x", backend="numpy"), MINATAR, spaces.Discrete(3)), ConvQNetwork
+    )
     assert network_kind(DQNConfig(env_id="x"), spaces.Box(-1, 1, (8,))) == "mlp"
     # Images with their channels last (CarRacing's 96x96x3) fit no network: refused, not flattened.
     assert is_image_space(spaces.Box(0, 255, (96, 96, 3), np.uint8))

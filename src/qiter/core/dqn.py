@@ -168,14 +168,18 @@ class BatchedDQN:
             self.ops.copy_into(view, per_agent)  # broadcast over each agent's part of the tensor
 
     def initialize(self, uniform: Callable[[int, tuple[int, ...]], Array]) -> None:
-        """PyTorch's initialization for every agent: linear weights and biases uniform in +-1/sqrt(fan_in),
-        layer norms at scale 1 and shift 0; the targets start as copies.
+        """PyTorch's initialization for every agent: convolution and linear weights and biases uniform in
+        +-1/sqrt(fan_in), layer norms at scale 1 and shift 0; the targets start as copies.
 
         :param uniform: ``uniform(k, shape)``: ``(N, *shape)`` numbers uniform in [0, 1), draw ``k`` of each
-            agent's own stream (``2 i`` for layer ``i``'s weights, ``2 i + 1`` for its biases).
+            agent's own stream (``2 i`` for layer ``i``'s weights, ``2 i + 1`` for its biases, the
+            convolution, if any, being layer 0).
         """
-        ops = self.ops
-        for i, (w, b) in enumerate(zip(self.online.weights, self.online.biases)):
+        ops, online = self.ops, self.online
+        layers = list(zip(online.weights, online.biases))
+        if online.conv_weight is not None:
+            layers.insert(0, (online.conv_weight, online.conv_bias))
+        for i, (w, b) in enumerate(layers):
             bound = 1.0 / math.sqrt(w.shape[1])
             ops.copy_into(w, uniform(2 * i, tuple(w.shape[1:])) * (2 * bound) - bound)
             ops.copy_into(b, uniform(2 * i + 1, tuple(b.shape[1:])) * (2 * bound) - bound)
@@ -196,7 +200,8 @@ class BatchedDQN:
 
     def act_one(self, observation: np.ndarray) -> int:
         """Greedy action of agent 0 for one observation (numpy: matrix-vector products)."""
-        return act_one(self.spec, self.online.first_hidden, self.online.first_output, observation)
+        online = self.online
+        return act_one(self.spec, online.first_hidden, online.first_output, observation, online.first_conv)
 
     # -- the update ----------------------------------------------------------------------------------
 
@@ -330,8 +335,9 @@ class BatchedDQN:
     # -- reading and saving --------------------------------------------------------------------------
 
     def layers(self) -> list[tuple[np.ndarray, ...]]:
-        """Every agent's layers as host arrays: per layer ``(W (N, in, out), b (N, out))``, followed for a
-        hidden layer with layer norm by its scale and shift ``(N, units)``."""
+        """Every agent's MLP layers (a convolution's are in :meth:`arrays`) as host arrays: per layer ``(W
+        (N, in, out), b (N, out))``, followed for a hidden layer with layer norm by its scale and shift
+        ``(N, units)``."""
         ops = self.ops
         layers: list[tuple[np.ndarray, ...]] = []
         for i, (w, b) in enumerate(zip(self.online.weights, self.online.biases)):
@@ -344,7 +350,8 @@ class BatchedDQN:
     def arrays(self) -> dict[str, Array]:
         """The state as views with a leading agent axis (so the states of slices of a population
         concatenate): for ``params``, ``target_params``, ``exp_avg`` and ``exp_avg_sq``, each tensor of the
-        network, named ``{name}.{layer}.weight``, ``.bias``, ``.norm_weight``, ``.norm_bias``. Adam's step
+        network, named ``{name}.{layer}.weight``, ``.bias``, ``.norm_weight``, ``.norm_bias`` (and
+        ``{name}.conv.weight``, ``.bias`` for a convolution). Adam's step
         count (one for all agents) and the learning rates are apart."""
         out: dict[str, Array] = {}
         flats = {
@@ -353,6 +360,8 @@ class BatchedDQN:
         }  # fmt: skip
         for name, flat in flats.items():
             views = Parameters(flat, self.spec, self.n)
+            if views.conv_weight is not None:
+                out[f"{name}.conv.weight"], out[f"{name}.conv.bias"] = views.conv_weight, views.conv_bias
             for i, (w, b) in enumerate(zip(views.weights, views.biases)):
                 out[f"{name}.{i}.weight"], out[f"{name}.{i}.bias"] = w, b
             for i, (g, s) in enumerate(zip(views.norm_weights, views.norm_biases)):

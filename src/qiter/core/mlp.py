@@ -24,6 +24,7 @@ import numpy as np
 import scipy.special
 
 from qiter.core.arrays import Array, Ops
+from qiter.core.conv import Conv2d, ConvSpec, conv_features_one
 
 #: The hidden activations the core computes (PyTorch's defaults: ELU with alpha 1, exact GELU).
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu")
@@ -39,6 +40,8 @@ class MLPSpec:
     :param layer_norm: A layer normalization (with scale and shift) after each hidden layer's linear map.
     :param dueling: Read the outputs as ``Q = V + A - mean(A)`` (Wang et al., 2016).
     :param layer_norm_eps: The layer norms' epsilon.
+    :param conv: A convolution (with its ReLU) before the MLP, which then takes its flattened features
+        (``sizes[0]`` is :attr:`ConvSpec.n_features`) and observations are images ``(c, h, w)``.
     """
 
     sizes: tuple[int, ...]
@@ -46,21 +49,29 @@ class MLPSpec:
     layer_norm: bool = False
     dueling: bool = False
     layer_norm_eps: float = 1e-5
+    conv: ConvSpec | None = None
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}: use one of {', '.join(ACTIVATIONS)}")
         if len(self.sizes) < 2 or self.sizes[-1] < 1 + self.dueling:
             raise ValueError(f"bad layer sizes {self.sizes}")
+        if self.conv is not None and self.conv.n_features != self.sizes[0]:
+            raise ValueError(
+                f"the convolution gives {self.conv.n_features} features, the MLP takes {self.sizes[0]}"
+            )
 
     @property
     def n_actions(self) -> int:
         return self.sizes[-1] - int(self.dueling)
 
     def tensor_shapes(self) -> list[tuple[int, ...]]:
-        """One agent's tensors in the flat vector's order: per layer ``W (in, out)``, ``b (out,)``, and for
-        a hidden layer with layer norm its scale and shift ``(out,)``."""
+        """One agent's tensors in the flat vector's order: the convolution's kernels ``(c * k * k, out)``
+        and biases if any, then per layer ``W (in, out)``, ``b (out,)``, and for a hidden layer with layer
+        norm its scale and shift ``(out,)``."""
         shapes: list[tuple[int, ...]] = []
+        if self.conv is not None:
+            shapes += [(self.conv.patch_size, self.conv.out_channels), (self.conv.out_channels,)]
         last = len(self.sizes) - 2
         for i in range(last + 1):
             n_in, n_out = self.sizes[i], self.sizes[i + 1]
@@ -80,6 +91,9 @@ class MLPSpec:
 HiddenLayer = tuple[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | None"]
 #: One agent's output layer for :func:`act_one`: ``W (in, out)``, ``b``.
 OutputLayer = tuple[np.ndarray, np.ndarray]
+#: One agent's convolution for :func:`act_one`: the patch index (:meth:`ConvSpec.patch_index`), the
+#: kernels ``(c * k * k, out)`` and the biases ``(out,)``.
+ConvLayer = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class Parameters:
@@ -91,6 +105,8 @@ class Parameters:
     :ivar biases: Per layer ``(N, 1, out)``.
     :ivar norm_weights: Per hidden layer with layer norm, the scale ``(N, 1, units)`` (else empty).
     :ivar norm_biases: The layer norms' shifts ``(N, 1, units)``.
+    :ivar conv_weight: The convolution's kernels ``(N, c * k * k, out)`` (``None`` without one).
+    :ivar conv_bias: Its biases ``(N, 1, out)``.
     """
 
     def __init__(self, flat: Array, spec: MLPSpec, n: int) -> None:
@@ -102,10 +118,16 @@ class Parameters:
             view_shape = (n, *shape) if len(shape) == 2 else (n, 1, *shape)
             self.tensors.append(flat[offset : offset + size].reshape(view_shape))
             offset += size
+        first = 0 if spec.conv is None else 2
+        self.conv_weight: Array | None = self.tensors[0] if first else None
+        self.conv_bias: Array | None = self.tensors[1] if first else None
+        self.first_conv: ConvLayer | None = None
+        if spec.conv is not None:
+            self.first_conv = (spec.conv.patch_index(), self.tensors[0][0], self.tensors[1][0, 0])
         per_layer = 4 if spec.layer_norm else 2
         n_hidden = len(spec.sizes) - 2
-        hidden = [self.tensors[i * per_layer : (i + 1) * per_layer] for i in range(n_hidden)]
-        output = self.tensors[n_hidden * per_layer :]
+        hidden = [self.tensors[first + i * per_layer : first + (i + 1) * per_layer] for i in range(n_hidden)]
+        output = self.tensors[first + n_hidden * per_layer :]
         self.weights = [layer[0] for layer in hidden] + [output[0]]
         self.biases = [layer[1] for layer in hidden] + [output[1]]
         self.norm_weights = [layer[2] for layer in hidden] if spec.layer_norm else []
@@ -129,11 +151,13 @@ class ForwardCache:
     :ivar pre_activations: Per hidden layer, the activation's input (GELU's derivative needs it).
     :ivar normalized: Per layer norm, the normalized features ``(x - mean) / std``.
     :ivar inv_std: Per layer norm, ``1 / sqrt(var + eps)`` of each row, ``(N, B, 1)``.
+    :ivar patches: The convolution's input patches (with a convolution).
     """
 
-    __slots__ = ("inputs", "inv_std", "normalized", "pre_activations")
+    __slots__ = ("inputs", "inv_std", "normalized", "patches", "pre_activations")
 
     def __init__(self) -> None:
+        self.patches: Array | None = None
         self.inputs: list[Array] = []
         self.pre_activations: list[Array] = []
         self.normalized: list[Array] = []
@@ -156,6 +180,7 @@ class MLP:
         self.ops, self.spec, self.n = ops, spec, n
         self.activation = spec.activation
         self.n_layers = len(spec.sizes) - 1
+        self.conv = None if spec.conv is None else Conv2d(ops, spec.conv, n)
         self._scratch: dict[tuple[object, ...], Array] = {}
         # Each layer's output per (role, batch size), and each backpropagated delta per batch size: looked up
         # once per pass, not per layer (a key built per layer showed in the profile).
@@ -187,7 +212,8 @@ class MLP:
     def forward(
         self, params: Parameters, x: Array, cache: ForwardCache | None = None, role: str = "act"
     ) -> Array:
-        """Q-values ``(N, B, n_actions)`` of observations ``x`` ``(N, B, obs_dim)``.
+        """Q-values ``(N, B, n_actions)`` of observations ``x`` ``(N, B, obs_dim)``, or images ``(N, B, c, h,
+        w)`` of any dtype with a convolution.
 
         :param params: The networks' parameters (online or target).
         :param cache: When given, filled with what :meth:`backward` needs.
@@ -199,6 +225,10 @@ class MLP:
             outputs = self._layer_outputs[(role, x.shape[1])] = [
                 ops.zeros((self.n, x.shape[1], size)) for size in self.spec.sizes[1:]
             ]
+        if self.conv is not None:
+            x, patches = self.conv.forward(params.conv_weight, params.conv_bias, x, role)
+            if cache is not None:
+                cache.patches = patches
         h = x
         last = self.n_layers - 1
         name = self._backend_activation
@@ -284,6 +314,19 @@ class MLP:
             ops.matmul_into(h_in.mT, delta, grads.weights[i])
             ops.matmul_into(ones, delta, grads.biases[i])
             if i == 0:
+                if self.conv is not None:
+                    # The observations need no gradient, the convolution's output does (through its ReLU).
+                    out = deltas[0]
+                    ops.matmul_bt_into(delta, params.weights[0], out)
+                    out *= h_in > 0
+                    assert cache.patches is not None
+                    self.conv.backward(
+                        cache.patches,
+                        out,
+                        grads.conv_weight,
+                        grads.conv_bias,
+                        self._ones(out.shape[1] * self.conv.spec.n_positions),
+                    )
                 break
             out = deltas[i]
             ops.matmul_bt_into(delta, params.weights[i], out)
@@ -351,7 +394,11 @@ class MLP:
 
 
 def act_one(
-    spec: MLPSpec, hidden: Sequence[HiddenLayer], output: OutputLayer, observation: np.ndarray
+    spec: MLPSpec,
+    hidden: Sequence[HiddenLayer],
+    output: OutputLayer,
+    observation: np.ndarray,
+    conv: ConvLayer | None = None,
 ) -> int:
     """Greedy action of one agent for one observation, in numpy: vector-matrix products, no batch axis
     (the acting path of a single agent, run at every environment step, so it costs a few microseconds).
@@ -360,9 +407,13 @@ def act_one(
     :param hidden: The agent's hidden layers (:attr:`Parameters.first_hidden`, or views of a torch
         network's weights).
     :param output: Its output layer.
-    :param observation: One observation ``(obs_dim,)``.
+    :param observation: One observation ``(obs_dim,)``, or ``(c, h, w)`` with a convolution.
+    :param conv: The agent's convolution (:attr:`Parameters.first_conv`), with ``spec.conv``.
     """
     h = observation
+    if spec.conv is not None:
+        assert conv is not None
+        h = conv_features_one(*conv, spec.conv.scale, observation)
     kind = spec.activation
     for w, b, gamma, beta in hidden:
         h = h @ w

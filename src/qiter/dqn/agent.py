@@ -89,8 +89,8 @@ def network_kind(config: DQNConfig, observation_space: spaces.Box) -> str:
 
 def check_image_config(config: DQNConfig, observation_space: spaces.Box) -> str:
     """Check that the config can learn from these observations, before anything is made or written: the
-    network (:func:`network_kind`), the learner (the numpy fast path is for MLPs) and, for images, that the
-    frame memory fits the memory available.
+    network (:func:`network_kind`), the learner (the numpy fast path runs MLPs and the MinAtar network) and,
+    for images, that the frame memory fits the memory available.
 
     :return: The network kind.
     :raises QiterError: In one line, naming the setting.
@@ -98,10 +98,10 @@ def check_image_config(config: DQNConfig, observation_space: spaces.Box) -> str:
     kind = network_kind(config, observation_space)
     if kind == "mlp":
         return kind
-    if config.backend == "numpy":
+    if config.backend == "numpy" and kind != "minatar-cnn":
         raise QiterError(
-            "the numpy fast path (backend 'numpy') takes vector observations; image observations go "
-            "through the torch learner: use backend 'auto' or 'torch'"
+            f"the numpy fast path (backend 'numpy') runs MLPs and the MinAtar network; the {kind} network "
+            "goes through the torch learner: use backend 'auto' or 'torch'"
         )
     if config.layer_norm:
         raise QiterError(f"layer_norm applies to MLPs, not to the {kind} network")
@@ -123,8 +123,8 @@ def frame_buffer_size(
 def build_q_network(
     config: DQNConfig, observation_space: spaces.Box, action_space: spaces.Discrete
 ) -> QNetwork:
-    """The Q-network the config describes: an MLP, or a convolutional network for images (which runs on the
-    torch learner: the numpy fast path is for MLPs)."""
+    """The Q-network the config describes: an MLP, or a convolutional network for images (the MinAtar
+    network runs on the DQN core, the Nature CNN on the torch learner)."""
     kind = check_image_config(config, observation_space)
     if kind != "mlp":
         return ConvQNetwork(observation_space, action_space, kind, config.dueling)
@@ -149,7 +149,7 @@ def make_learner(config: DQNConfig, q_net: QNetwork, q_target_net: QNetwork) -> 
     if use_numpy:
         if device.type != "cpu" or not supports_core(q_net):
             raise QiterError(
-                "backend 'numpy' needs device 'cpu' and an MLP Q-network; use backend 'auto' or 'torch'"
+                "backend 'numpy' needs device 'cpu' and an MLP or the MinAtar network; use backend 'auto' or 'torch'"
             )
         return CoreLearner(q_net, q_target_net, settings)
     q_net.to(device)

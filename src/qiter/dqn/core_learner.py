@@ -14,6 +14,7 @@ the TD target and loss are those of :mod:`qiter.dqn.losses`, and Adam follows ``
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -22,10 +23,11 @@ import torch.nn as nn
 
 from qiter.buffers.replay import ReplayBufferSamples
 from qiter.core.arrays import NumpyOps
+from qiter.core.conv import ConvSpec
 from qiter.core.dqn import AgentSettings, BatchedDQN
-from qiter.core.mlp import HiddenLayer, MLPSpec, Parameters, act_one
+from qiter.core.mlp import ConvLayer, HiddenLayer, MLPSpec, Parameters, act_one
 from qiter.dqn.learner import Learner, TDSettings, UpdateResult
-from qiter.dqn.networks import QNetwork
+from qiter.dqn.networks import ConvQNetwork, QNetwork
 from qiter.errors import QiterError
 
 #: The activation modules the core computes, by name (ELU and GELU with PyTorch's default settings only).
@@ -51,13 +53,21 @@ def network_spec(q_net: nn.Module) -> MLPSpec | None:
 
     Accepted: ``Linear [-> LayerNorm] -> activation`` repeated, then a final ``Linear``, with one activation
     kind (:data:`qiter.core.mlp.ACTIVATIONS`) and either an affine layer norm in every hidden layer or in
-    none (the layouts :func:`qiter.dqn.networks.make_q_network` builds), plain or dueling.
+    none (the layouts :func:`qiter.dqn.networks.make_q_network` builds), plain or dueling; and a
+    :class:`ConvQNetwork` with one convolution of stride 1 without padding (the MinAtar network), whose
+    flattened features go to such an MLP.
 
     :param q_net: The network to inspect.
     """
     if not isinstance(q_net, QNetwork):
         return None
     mods = list(q_net.q_net)
+    conv: ConvSpec | None = None
+    if isinstance(q_net, ConvQNetwork):
+        conv = _conv_spec(q_net, mods)
+        if conv is None:
+            return None
+        mods = mods[3:]
     if not mods or not isinstance(mods[-1], nn.Linear) or mods[-1].bias is None:
         return None
     sizes = [mods[-1].in_features]
@@ -93,13 +103,44 @@ def network_spec(q_net: nn.Module) -> MLPSpec | None:
     sizes.append(output.out_features)
     activation = kinds.pop() if kinds else "relu"
     assert activation is not None
-    return MLPSpec(tuple(sizes), activation, norms == {True}, q_net.dueling, eps)
+    if conv is not None and sizes[0] != conv.n_features:
+        return None
+    return MLPSpec(tuple(sizes), activation, norms == {True}, q_net.dueling, eps, conv)
+
+
+def _conv_spec(q_net: ConvQNetwork, mods: list[nn.Module]) -> ConvSpec | None:
+    """The convolution of ``Conv2d -> ReLU -> Flatten -> ...`` when the core computes it: one square
+    kernel, stride 1, no padding, dilation or groups, with a bias."""
+    if len(mods) < 4 or not isinstance(mods[1], nn.ReLU) or not isinstance(mods[2], nn.Flatten):
+        return None
+    conv = mods[0]
+    if not isinstance(conv, nn.Conv2d) or conv.bias is None or conv.padding_mode != "zeros":
+        return None
+    kernel = conv.kernel_size[0]
+    if conv.kernel_size != (kernel, kernel) or conv.stride != (1, 1) or conv.padding != (0, 0):
+        return None
+    if conv.dilation != (1, 1) or conv.groups != 1 or len(q_net.observation_shape) != 3:
+        return None
+    channels, height, width = q_net.observation_shape
+    if channels != conv.in_channels or kernel > min(height, width):
+        return None
+    return ConvSpec(channels, height, width, conv.out_channels, kernel, q_net.scale)
 
 
 def supports_core(q_net: nn.Module) -> bool:
     """Whether the numpy core can run this network: a CPU network that :func:`network_spec` accepts."""
     on_cpu = all(p.device.type == "cpu" for p in q_net.parameters())
     return on_cpu and network_spec(q_net) is not None
+
+
+def torch_layout(core_view: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A view of a core tensor (weights ``(in, out)``, kernels ``(c * k * k, out)``) in torch's ``shape``
+    (``(out, in)``, ``(out, c, k, k)``): the transpose, split into the kernel's axes for a convolution."""
+    if core_view.ndim != 2:
+        return core_view
+    view = core_view.T
+    view.shape = shape  # in place: raises rather than copy
+    return view
 
 
 def _core_views(module: nn.Module, views: Parameters, spec: MLPSpec) -> list[tuple[nn.Parameter, np.ndarray]]:
@@ -110,7 +151,9 @@ def _core_views(module: nn.Module, views: Parameters, spec: MLPSpec) -> list[tup
     for p, view, shape in zip(module.parameters(), views.tensors, spec.tensor_shapes(), strict=True):
         core_view = view.reshape(shape)
         expected = tuple(reversed(shape)) if len(shape) == 2 else shape
-        if tuple(p.shape) != expected:
+        # A convolution's kernels (out, c, k, k) against the core's (c * k * k, out).
+        actual = (p.shape[0], math.prod(p.shape[1:])) if p.ndim == 4 else tuple(p.shape)
+        if actual != expected:
             raise ValueError(f"parameter of shape {tuple(p.shape)} where the core expects {expected}")
         pairs.append((p, core_view))
     return pairs
@@ -119,14 +162,14 @@ def _core_views(module: nn.Module, views: Parameters, spec: MLPSpec) -> list[tup
 def share_parameters(module: nn.Module, views: Parameters, spec: MLPSpec) -> None:
     """Copy ``module``'s parameters into the core's vector, then make each parameter a view of it.
 
-    Torch stores a linear weight ``(out, in)``; the core ``(in, out)``: the parameter becomes the
-    transposed view, so torch and numpy see the same memory and the module reads every update.
+    Torch stores a linear weight ``(out, in)`` and a convolution's kernels ``(out, c, k, k)``; the core
+    ``(in, out)`` and ``(c * k * k, out)``: the parameter becomes the transposed view, so torch and numpy
+    see the same memory and the module reads every update.
     """
     for p, core_view in _core_views(module, views, spec):
-        data = p.detach().numpy()
-        np.copyto(core_view, data.T if data.ndim == 2 else data)
-        shared = th.from_numpy(core_view)
-        p.data = shared.T if data.ndim == 2 else shared
+        shape = tuple(p.shape)
+        np.copyto(torch_layout(core_view, shape), p.detach().numpy())
+        p.data = th.from_numpy(torch_layout(core_view, shape))
 
 
 def numpy_actor(q_net: nn.Module) -> Callable[[np.ndarray], int] | None:
@@ -136,6 +179,11 @@ def numpy_actor(q_net: nn.Module) -> Callable[[np.ndarray], int] | None:
     if spec is None or not supports_core(q_net):
         return None
     arrays = [p.detach().numpy() for p in q_net.parameters()]
+    conv: ConvLayer | None = None
+    if spec.conv is not None:  # kernels (out, c, k, k) as (c * k * k, out): a view of a contiguous tensor
+        kernels, bias = arrays[:2]
+        conv = (spec.conv.patch_index(), kernels.reshape(len(kernels), -1).T, bias)
+        arrays = arrays[2:]
     arrays = [a.T if a.ndim == 2 else a for a in arrays]  # weights as (in, out), still views
     per_layer = 4 if spec.layer_norm else 2
     n_hidden = len(spec.sizes) - 2
@@ -144,7 +192,7 @@ def numpy_actor(q_net: nn.Module) -> Callable[[np.ndarray], int] | None:
         layer = arrays[i * per_layer : (i + 1) * per_layer]
         hidden.append((layer[0], layer[1], *((layer[2], layer[3]) if spec.layer_norm else (None, None))))
     w, b = arrays[n_hidden * per_layer :]
-    return functools.partial(act_one, spec, hidden, (w, b))
+    return functools.partial(act_one, spec, hidden, (w, b), conv=conv)
 
 
 class CoreLearner(Learner):
@@ -184,7 +232,9 @@ class CoreLearner(Learner):
 
     def greedy(self, observations: np.ndarray) -> np.ndarray:
         """Greedy actions of the online network for a batch of observations."""
-        return self.core.greedy(observations.astype(np.float32, copy=False)[np.newaxis])[0]
+        # Images go as they are (uint8): the convolution's gather casts and scales them.
+        obs = observations if self.spec.conv is not None else observations.astype(np.float32, copy=False)
+        return self.core.greedy(obs[np.newaxis])[0]
 
     def update(self, samples: ReplayBufferSamples) -> UpdateResult:
         """One gradient step on a minibatch (numpy arrays, observations in float32)."""
@@ -204,12 +254,13 @@ class CoreLearner(Learner):
     def _moments(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Adam's two moments as per-parameter views in torch's shapes (weights ``(out, in)``)."""
         pairs = []
+        shapes = [tuple(p.shape) for p in self.q_net.parameters()]
         for moment in (self.core.adam.exp_avg, self.core.adam.exp_avg_sq):
             views = Parameters(moment, self.spec, 1)
             pairs.append(
                 [
-                    v.reshape(s).T if len(s) == 2 else v.reshape(s)
-                    for v, s in zip(views.tensors, self.spec.tensor_shapes())
+                    torch_layout(v.reshape(s), shape)
+                    for v, s, shape in zip(views.tensors, self.spec.tensor_shapes(), shapes)
                 ]
             )
         return list(zip(*pairs))
@@ -227,10 +278,14 @@ class CoreLearner(Learner):
         }
 
     def load_optimizer_state(self, state: dict[str, object]) -> None:
-        """Restore Adam's state from a checkpoint.
+        """Restore Adam's state from a checkpoint: this learner's own, or, for the MinAtar network (which
+        went through the torch learner before the core ran it), torch Adam's.
 
-        :raises QiterError: A checkpoint of the torch backend (its optimizer state is torch's own).
+        :raises QiterError: A torch optimizer state for an MLP (resume it with backend torch).
         """
+        if state.get("kind") == "torch-adam" and self.spec.conv is not None:
+            self._load_torch_adam(state)
+            return
         if state.get("kind") != "numpy-adam":
             raise QiterError(
                 f"the checkpoint's optimizer state is {state.get('kind')!r} (backend torch): resume it with backend torch"
@@ -245,3 +300,22 @@ class CoreLearner(Learner):
             offset += size
         self.core.adam.step_count = int(state["step"])  # type: ignore[call-overload]
         self.learning_rate = float(state["lr"])  # type: ignore[arg-type]
+
+    def _load_torch_adam(self, state: dict[str, object]) -> None:
+        """Adam's moments and step from a ``torch.optim.Adam`` state dict (parameters in module order)."""
+        inner = state["state"]
+        assert isinstance(inner, dict)
+        per_param, group = inner["state"], inner["param_groups"][0]
+        if len(group["params"]) != len(self._moments()):
+            raise QiterError("the checkpoint's optimizer state does not match the network")
+        steps = set()
+        for index, (m, v) in zip(group["params"], self._moments()):
+            saved = per_param.get(index)
+            if saved is None:  # a parameter torch never stepped: zero moments
+                m[...], v[...] = 0.0, 0.0
+                continue
+            np.copyto(m, saved["exp_avg"].numpy())
+            np.copyto(v, saved["exp_avg_sq"].numpy())
+            steps.add(int(saved["step"]))
+        self.core.adam.step_count = max(steps, default=0)
+        self.learning_rate = float(group["lr"])

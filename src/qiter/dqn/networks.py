@@ -173,6 +173,7 @@ class ConvQNetwork(QNetwork):
         self.dueling = dueling
         self.n_actions = int(action_space.n)
         self.n_hidden_units = n_hidden
+        self.observation_shape = tuple(int(d) for d in observation_space.shape)
         high = np.asarray(observation_space.high).max()
         # 255 for Atari's grayscale pixels, 1 for MinAtar's 0/1 channels.
         self.scale = 1.0 / float(high) if np.isfinite(high) and high > 0 else 1.0
