@@ -128,9 +128,9 @@ class Ops:
         """Rows ``index`` (any shape) of the 2-d ``x``: shape ``index.shape + (x.shape[1],)``."""
         raise NotImplementedError
 
-    def gather_columns_into(self, x: Array, index: Array, out: Array) -> None:
-        """``out[...] = x[:, index]``: columns ``index`` (an integer array of any shape) of the 2-d ``x``,
-        ``out`` of shape ``(x.shape[0], *index.shape)`` and ``x``'s dtype (the convolution's im2col)."""
+    def gather_rows_into(self, x: Array, index: Array, out: Array) -> None:
+        """``out[:, k] = x[:, index[k]]`` for 3-d ``x`` and ``out`` of one dtype and a 1-d integer ``index``
+        (the convolution's im2col)."""
         raise NotImplementedError
 
     def select(self, x: Array, axis: int, index: int | Array) -> Array:
@@ -267,11 +267,10 @@ class NumpyOps(Ops):
     def take_rows(self, x: Array, index: Array) -> Array:
         return x[index]
 
-    def gather_columns_into(self, x: Array, index: Array, out: Array) -> None:
-        # torch's index_select on views of the same memory: 29 us against np.take's 63 for the MinAtar
-        # network's (32, 400) -> (32, 64, 36) here.
-        flat_index = th.from_numpy(index.reshape(-1))
-        th.index_select(th.from_numpy(x), 1, flat_index, out=th.from_numpy(out).view(len(x), -1))
+    def gather_rows_into(self, x: Array, index: Array, out: Array) -> None:
+        # torch's index_select on views of the same memory: 11 us against np.take's 26 for the MinAtar
+        # network's (1, 400, 32) -> (1, 2304, 32) here.
+        th.index_select(th.from_numpy(x), 1, th.from_numpy(index), out=th.from_numpy(out))
 
     def select(self, x: Array, axis: int, index: int | Array) -> Array:
         return np.take(x, index, axis)
@@ -418,8 +417,8 @@ class TorchOps(Ops):
     def take_rows(self, x: Array, index: Array) -> Array:
         return x.index_select(0, index.reshape(-1)).reshape(*index.shape, x.shape[1])
 
-    def gather_columns_into(self, x: Array, index: Array, out: Array) -> None:
-        th.index_select(x, 1, index.reshape(-1), out=out.view(x.shape[0], -1))
+    def gather_rows_into(self, x: Array, index: Array, out: Array) -> None:
+        th.index_select(x, 1, index, out=out)
 
     def select(self, x: Array, axis: int, index: int | Array) -> Array:
         if isinstance(index, int):

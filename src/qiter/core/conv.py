@@ -2,17 +2,16 @@
 ReLU, over small channel-first images (the MinAtar network's 3x3 convolution of 16 channels on 10x10
 grids; Young & Tian, 2019), for a leading agent axis like the rest of the core.
 
-How: an im2col gather copies each output position's ``c x k x k`` input patch into a row (one gather of
+How: an im2col gather copies each output position's ``c x k x k`` input patch into a column (one gather of
 the stored uint8 observations, cast and scaled once per minibatch), so the convolution of every position
-of every sample is one batched matrix product with the kernel shared over positions, ``(N, B*P, c*k*k) @
-(N, c*k*k, out)``. The features go on to the MLP in the order of ``nn.Flatten`` after ``nn.Conv2d``
+of every sample is one batched matrix product with the kernel shared over positions, ``(N, out, c*k*k) @
+(N, c*k*k, P*B)``. The features go on to the MLP in the order of ``nn.Flatten`` after ``nn.Conv2d``
 (channel, then row, then column), so one agent's parameters map onto the torch module's. The backward pass
 needs the kernel's gradient only (the observations have none): one more batched product.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,9 +78,14 @@ class ConvSpec:
 
 
 class Conv2d:
-    """Forward (im2col, product, bias, ReLU) and backward (the kernel's and bias's gradients) of ``n``
+    """Forward (im2col, product, bias, ReLU) and backward (the kernels' and biases' gradients) of ``n``
     agents' convolutions on an :class:`Ops` backend. Results live in scratch arrays per role and batch
     size, valid until the next call of the same role.
+
+    Everything is laid out with the minibatch last, ``(N, rows, B)``: the patches ``(N, c k k, P B)``, the
+    output ``(N, out, P B)``, which is the features transposed, ``(N, out P, B)`` in ``nn.Flatten``'s
+    order. The products then read every operand as it lies (a transposed operand costs a BLAS call
+    nothing), where the minibatch-first layout needed a transposing copy of the features in each pass.
 
     :param ops: The array backend.
     :param spec: The convolution.
@@ -90,70 +94,64 @@ class Conv2d:
 
     def __init__(self, ops: Ops, spec: ConvSpec, n: int) -> None:
         self.ops, self.spec, self.n = ops, spec, n
-        self.index = ops.asarray(spec.patch_index(), "int64")
-        # The observations as float32, scaled, before the gather: a fifth of the patches' size.
-        self._inputs: dict[int, Array] = {}
+        # Row j * P + p of the patches is element j of position p's patch.
+        self.index = ops.asarray(spec.patch_index().T.reshape(-1), "int64")
+        self.n_inputs = spec.in_channels * spec.height * spec.width
+        self.n_positions, self.patch_size = spec.n_positions, spec.patch_size
+        self.out_channels, self.n_features = spec.out_channels, spec.n_features
         self._scratch: dict[tuple[str, int], Array] = {}
 
-    def _array(self, role: str, shape: tuple[int, ...]) -> Array:
-        key = (role, shape[1])
+    def _array(self, role: str, rows: int, batch: int) -> Array:
+        key = (role, batch)
         array = self._scratch.get(key)
-        if array is None or tuple(array.shape) != shape:
-            array = self._scratch[key] = self.ops.zeros(shape)
+        if array is None:
+            array = self._scratch[key] = self.ops.zeros((self.n, rows, batch))
         return array
 
     def patches(self, x: Array, role: str) -> Array:
-        """The patches ``(N, B * P, c * k * k)`` (float32, scaled) of observations ``x`` ``(N, B, c, h, w)``
-        of any dtype."""
-        ops, spec, n, batch = self.ops, self.spec, self.n, x.shape[1]
-        inputs = self._inputs.get(n * batch)
-        if inputs is None:
-            inputs = self._inputs[n * batch] = ops.zeros((n * batch, math.prod(x.shape[2:])))
-        ops.copy_into(inputs, x.reshape(n * batch, -1))  # the cast to float32
-        if spec.scale != 1.0:
-            inputs *= spec.scale
-        out = self._array(role + ".patches", (n, batch * spec.n_positions, spec.patch_size))
-        ops.gather_columns_into(inputs, self.index, out.reshape(n * batch, spec.n_positions, spec.patch_size))
-        return out
+        """The patches ``(N, c k k, P B)`` (float32, scaled) of observations ``x`` ``(N, B, c, h, w)`` of
+        any dtype."""
+        ops, n, batch = self.ops, self.n, x.shape[1]
+        # The observations as float32 (N, c h w, B), scaled, before the gather: a fifth of the patches' size.
+        inputs = self._array(role + ".inputs", self.n_inputs, batch)
+        ops.copy_into(inputs, x.reshape(n, batch, self.n_inputs).mT)
+        if self.spec.scale != 1.0:
+            inputs *= self.spec.scale
+        out = self._array(role + ".patches", self.patch_size * self.n_positions, batch)
+        ops.gather_rows_into(inputs, self.index, out)
+        return out.reshape(n, self.patch_size, self.n_positions * batch)
 
     def forward(self, weight: Array, bias: Array, x: Array, role: str) -> tuple[Array, Array]:
-        """The features ``(N, B, out_channels * P)`` after the ReLU, channel-major, and the patches the
-        backward pass needs.
+        """The features after the ReLU, transposed: ``(N, out * P, B)`` (``nn.Flatten``'s order down the
+        rows), and the patches the backward pass needs.
 
         :param weight: The kernels ``(N, c * k * k, out_channels)``.
         :param bias: Their biases ``(N, 1, out_channels)``.
         :param x: Observations ``(N, B, c, h, w)``.
         :param role: Names the scratch arrays.
         """
-        ops, spec, n, batch = self.ops, self.spec, self.n, x.shape[1]
+        ops, batch = self.ops, x.shape[1]
         patches = self.patches(x, role)
-        conv = self._array(role + ".conv", (n, batch * spec.n_positions, spec.out_channels))
-        ops.matmul_into(patches, weight, conv)
-        conv += bias
-        ops.relu_(conv)
-        features = self._array(role + ".features", (n, batch, spec.out_channels, spec.n_positions))
-        # (position, channel) -> (channel, position): nn.Flatten's order after nn.Conv2d.
-        ops.copy_into(features, conv.reshape(n, batch, spec.n_positions, spec.out_channels).mT)
-        return features.reshape(n, batch, spec.n_features), patches
+        out = self._array(role + ".features", self.n_features, batch)
+        conv = out.reshape(self.n, self.out_channels, self.n_positions * batch)
+        ops.matmul_into(weight.mT, patches, conv)
+        conv += bias.mT
+        ops.relu_(out)
+        return out, patches
 
-    def backward(
-        self, patches: Array, d_features: Array, grad_weight: Array, grad_bias: Array, ones: Array
-    ) -> None:
+    def backward(self, patches: Array, d_features: Array, grad_weight: Array, grad_bias: Array) -> None:
         """Write the kernels' and biases' gradients.
 
         :param patches: What :meth:`forward` returned with the features.
-        :param d_features: dLoss/d(convolution before the ReLU), ``(N, B, out_channels * P)``, channel-major.
+        :param d_features: dLoss/d(convolution output before the ReLU), transposed as the features,
+            ``(N, out * P, B)``.
         :param grad_weight: ``(N, c * k * k, out_channels)``, written.
         :param grad_bias: ``(N, 1, out_channels)``, written.
-        :param ones: ``(N, 1, B * P)`` ones (the bias gradient as a product).
         """
-        ops, spec, n = self.ops, self.spec, self.n
-        batch = d_features.shape[1]
-        delta = self._array("backward", (n, batch, spec.n_positions, spec.out_channels))
-        ops.copy_into(delta, d_features.reshape(n, batch, spec.out_channels, spec.n_positions).mT)
-        delta = delta.reshape(n, batch * spec.n_positions, spec.out_channels)
-        ops.matmul_into(patches.mT, delta, grad_weight)
-        ops.matmul_into(ones, delta, grad_bias)
+        ops = self.ops
+        delta = d_features.reshape(self.n, self.out_channels, -1)  # (N, out, P B)
+        ops.matmul_into(patches, delta.mT, grad_weight)
+        ops.copy_into(grad_bias, ops.sum(delta, -1)[:, None, :])
 
 
 def conv_features_one(

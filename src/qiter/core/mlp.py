@@ -226,7 +226,8 @@ class MLP:
                 ops.zeros((self.n, x.shape[1], size)) for size in self.spec.sizes[1:]
             ]
         if self.conv is not None:
-            x, patches = self.conv.forward(params.conv_weight, params.conv_bias, x, role)
+            features_t, patches = self.conv.forward(params.conv_weight, params.conv_bias, x, role)
+            x = features_t.mT  # (N, B, features): the products read it transposed as it lies
             if cache is not None:
                 cache.patches = patches
         h = x
@@ -315,18 +316,14 @@ class MLP:
             ops.matmul_into(ones, delta, grads.biases[i])
             if i == 0:
                 if self.conv is not None:
-                    # The observations need no gradient, the convolution's output does (through its ReLU).
-                    out = deltas[0]
-                    ops.matmul_bt_into(delta, params.weights[0], out)
-                    out *= h_in > 0
+                    # The observations need no gradient, the convolution's output does (through its ReLU),
+                    # computed transposed as the features lie: (N, features, B).
+                    features_t = h_in.mT
+                    d_features = self.scratch(("conv",), tuple(features_t.shape))
+                    ops.matmul_into(params.weights[0], delta.mT, d_features)
+                    d_features *= features_t > 0
                     assert cache.patches is not None
-                    self.conv.backward(
-                        cache.patches,
-                        out,
-                        grads.conv_weight,
-                        grads.conv_bias,
-                        self._ones(out.shape[1] * self.conv.spec.n_positions),
-                    )
+                    self.conv.backward(cache.patches, d_features, grads.conv_weight, grads.conv_bias)
                 break
             out = deltas[i]
             ops.matmul_bt_into(delta, params.weights[i], out)
