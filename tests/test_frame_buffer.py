@@ -20,6 +20,7 @@ from qiter.buffers.frames import (
     FrameReplayBuffer,
     PrioritizedFrameReplayBuffer,
     check_fits_memory,
+    gigabytes,
 )
 from qiter.errors import QiterError
 from qiter.run_loop import SingleEnv, VectorEnvs
@@ -198,3 +199,7 @@ def test_atari_memory_budget_and_refusal() -> None:
     ):
         check_fits_memory(1_000_000, nbytes, available=2_000_000_000)
     check_fits_memory(1_000_000, nbytes, available=8_000_000_000)
+    # The start-of-run line: one decimal from 1 GB, two significant digits below (MinAtar's 100k: 0.044).
+    assert gigabytes(nbytes) == "7.4 GB"
+    assert gigabytes(FrameReplayBuffer.bytes_needed(100_000, (4, 10, 10), 1)) == "0.044 GB"
+    assert gigabytes(443_400) == "0.00044 GB"

@@ -291,6 +291,13 @@ class PrioritizedFrameReplayBuffer(PrioritizedReplayBuffer, FrameReplayBuffer):
         return indices
 
 
+def gigabytes(nbytes: int) -> str:
+    """A memory size for the start-of-run line: one decimal from 1 GB (``7.4 GB``), two significant
+    digits below (``0.044 GB`` for MinAtar's 100k transitions, which one decimal showed as 0.0)."""
+    gb = nbytes / 1e9
+    return f"{gb:.1f} GB" if gb >= 1 else f"{gb:.2g} GB"
+
+
 def available_memory() -> int | None:
     """Bytes of memory the system can give without swapping (``MemAvailable``), or ``None`` if unknown."""
     try:

@@ -26,7 +26,7 @@ import torch as th
 from gymnasium import spaces
 
 from qiter.agent import Agent, Transitions, first_step_after
-from qiter.buffers.frames import FrameReplayBuffer, PrioritizedFrameReplayBuffer, check_fits_memory
+from qiter.buffers.frames import FrameReplayBuffer, PrioritizedFrameReplayBuffer, check_fits_memory, gigabytes
 from qiter.buffers.prioritized import PrioritizedReplayBuffer
 from qiter.buffers.replay import ReplayBuffer
 from qiter.dqn.config import DQNConfig
@@ -173,7 +173,7 @@ def make_buffer(
     if kind != "mlp":
         n, shape, stack = frame_buffer_size(config, observation_space, kind)
         print(
-            f"replay buffer: {n} transitions, {FrameReplayBuffer.bytes_needed(n, shape, stack, config.n_envs) / 1e9:.1f} GB"
+            f"replay buffer: {n} transitions, {gigabytes(FrameReplayBuffer.bytes_needed(n, shape, stack, config.n_envs))}"
         )
         kwargs.update(observation_dtype=np.uint8, stack_size=stack)
         if config.prioritized_replay:
