@@ -110,7 +110,12 @@ def profile(n: int, device: str, backend: str, repeats: int = 200) -> list[tuple
         (
             "store",
             lambda: pop.buffer.add(
-                pop.observations, actions, out.rewards, out.final_observations, out.terminateds
+                pop.observations,
+                actions,
+                out.rewards,
+                out.final_observations,
+                out.terminateds,
+                out.terminateds | out.truncateds,
             ),
             1.0,
         ),
