@@ -488,7 +488,7 @@ def test_adam_flushes_subnormal_moments_and_the_parameters_do_not_see_it(
         assert (adam._fused is not None) == (size >= FUSED_MIN_SIZE)
         adam.step()  # then moments that will decay through the subnormal range
         adam.exp_avg[half:] = 1e-36
-        adam.exp_avg_sq[half:] = 1e-37
+        adam.exp_avg_sq[half:] = 1e-40  # subnormal already: flushed at the 64th step
         for g in grads:
             grad[:] = g
             adam.step()
@@ -496,10 +496,13 @@ def test_adam_flushes_subnormal_moments_and_the_parameters_do_not_see_it(
 
     flushed = run()
     monkeypatch.setattr(adam_module, "FLUSH_INTERVAL", 10**9)
+    monkeypatch.setattr(adam_module, "SECOND_MOMENT_FLUSH_INTERVAL", 10**9)
     kept = run()
     tiny = np.finfo(np.float32).tiny
     assert np.any((kept.exp_avg != 0) & (np.abs(kept.exp_avg) < tiny))
     assert not np.any((flushed.exp_avg != 0) & (np.abs(flushed.exp_avg) < tiny))
+    assert np.any((kept.exp_avg_sq != 0) & (kept.exp_avg_sq < tiny))
+    assert not np.any((flushed.exp_avg_sq != 0) & (flushed.exp_avg_sq < tiny))
     np.testing.assert_array_equal(flushed.params, kept.params)
 
 
