@@ -22,10 +22,12 @@ share of that ceiling each framework reaches.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch as th
@@ -134,6 +136,53 @@ def ceiling(cfg: DQNConfig) -> tuple[float, float]:
     return per_step, matmul_rate() / per_step
 
 
+#: The parts of a qiter training step that ``--profile`` times: (label, class, method).
+PARTS = (
+    ("env step (MinAtar's own)", "minatar.Environment", "act"),
+    ("store the transition", "qiter.buffers.frames.FrameReplayBuffer", "add"),
+    ("act (greedy forward pass)", "qiter.dqn.core_learner.CoreLearner", "act"),
+    ("sample the minibatch", "qiter.buffers.frames.FrameReplayBuffer", "sample"),
+    ("gradient step, all of it", "qiter.dqn.core_learner.CoreLearner", "update"),
+    ("  forward passes (target and online)", "qiter.core.mlp.MLP", "forward"),
+    ("  backward pass", "qiter.core.mlp.MLP", "backward"),
+    ("  Adam (and the subnormal flush)", "qiter.core.adam.Adam", "step"),
+)
+
+
+def profile_parts(cfg: DQNConfig) -> None:
+    """One more qiter run with each part of the step (:data:`PARTS`) wrapped in a timer: wall and thread
+    CPU microseconds per environment step (what the parts leave is the run loop's own work)."""
+    totals: dict[str, list[float]] = {}
+    originals = []
+    for label, owner, name in PARTS:
+        module_name, cls_name = owner.rsplit(".", 1)
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        method = getattr(cls, name)
+        originals.append((cls, name, method))
+        totals[label] = [0.0, 0.0]
+
+        def timed(*args: Any, _method: Any = method, _label: str = label, **kwargs: Any) -> Any:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            out = _method(*args, **kwargs)
+            totals[_label][0] += time.perf_counter() - wall
+            totals[_label][1] += time.thread_time() - cpu
+            return out
+
+        setattr(cls, name, timed)
+    try:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        rate = run_qiter(cfg)
+        wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    finally:
+        for cls, name, method in originals:
+            setattr(cls, name, method)
+    steps = cfg.n_timesteps
+    print(f"  qiter per environment step ({rate:,.0f} steps/s with the timers), us wall / us CPU:")
+    for label, (w, c) in totals.items():
+        print(f"    {label:38s} {w / steps * 1e6:7.1f} / {c / steps * 1e6:7.1f}")
+    print(f"    {'the whole run (setup included)':38s} {wall / steps * 1e6:7.1f} / {cpu / steps * 1e6:7.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--game", choices=["minatar", "pong", "both"], default="both")
@@ -145,6 +194,9 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (both frameworks)")
+    parser.add_argument(
+        "--profile", action="store_true", help="MinAtar: one more qiter run with each part of the step timed"
+    )
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     print(f"torch {th.__version__}, {args.threads} thread(s)")
@@ -163,12 +215,13 @@ def main() -> None:
             f"{rates['sb3']}, ratio {q / s:.2f}x",
             flush=True,
         )
-        if game == "pong":
-            flops, top = ceiling(cfg)
-            print(
-                f"  arithmetic ceiling: {flops / 1e6:.0f} MFLOP per step, {top:,.0f} steps/s at the matrix "
-                f"product's rate; qiter reaches {q / top:.0%} of it, SB3 {s / top:.0%}"
-            )
+        flops, top = ceiling(cfg)
+        print(
+            f"  arithmetic ceiling: {flops / 1e6:.0f} MFLOP per step, {top:,.0f} steps/s at the matrix "
+            f"product's rate; qiter reaches {q / top:.0%} of it, SB3 {s / top:.0%}"
+        )
+        if game == "minatar" and args.profile:
+            profile_parts(cfg)
 
 
 if __name__ == "__main__":
