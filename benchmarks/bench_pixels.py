@@ -1,22 +1,24 @@
 """DQN from pixels: qiter against Stable-Baselines3's DQN with the same settings and threads, in one process.
 
 Two games, each trained by qiter then by SB3 (alternating, ``--repeats`` times), printing steps per second
-and the ratio:
+(the medians, in wall time and per CPU second of the process) and the ratios:
 
 - MinAtar Breakout with the MinAtar preset (one gradient step per environment step, batch 32), learning
-  from step ``--warmup``; SB3 gets the MinAtar network as a features extractor
+  from step ``--warmup``; qiter runs it on the DQN core (numpy, the MinAtar network's convolution as an
+  im2col product), SB3 gets the MinAtar network as a features extractor
   (``scripts/sb3_minatar_reference.py``);
 - Atari Pong with the RL Zoo's preset (one gradient step every 4 environment steps, batch 32, the Nature
-  CNN on 4x84x84 stacks); SB3's ``CnnPolicy`` is the same network.
+  CNN on 4x84x84 stacks, qiter's torch learner); SB3's ``CnnPolicy`` is the same network.
 
 Both play the same environment (``qiter.envs.make_env``: the same preprocessing), without evaluations. For
-Pong it also prints the arithmetic ceiling: the floating-point operations of one environment step (its
+each game it also prints the arithmetic ceiling: the floating-point operations of one environment step (its
 share of a gradient step: forward passes of the online and target networks and the backward pass, plus the
-action's forward pass) against the rate of a large float32 matrix product on the same threads, and the
-share of that ceiling each framework reaches.
+action's forward pass) against the rate of a 1024x1024 float32 matrix product on the same threads, and the
+share of that ceiling each framework reaches. ``--profile`` adds one qiter MinAtar run with each part of
+the step timed (env, store, act, sample, forward, backward, Adam). Figures and commands: docs/pixels.md.
 
+    OMP_NUM_THREADS=1 python benchmarks/bench_pixels.py --game minatar --repeats 3 --profile
     python benchmarks/bench_pixels.py                       # both games, 1 torch thread
-    python benchmarks/bench_pixels.py --game minatar --steps 3000 --repeats 2
 """
 
 from __future__ import annotations
@@ -55,10 +57,12 @@ def bench_config(env_id: str, steps: int, warmup: int) -> DQNConfig:
     return cfg
 
 
-def run_qiter(cfg: DQNConfig) -> float:
-    """Steps per second of a qiter run (no folder, no evaluation)."""
+def run_qiter(cfg: DQNConfig) -> tuple[float, float]:
+    """Steps per second of a qiter run (no folder, no evaluation), in wall time and in process CPU time
+    (which counts the setup too)."""
+    cpu = time.process_time()
     result = train(DQNAgent, cfg, None, progress=False, verbose=0, final_eval_episodes=0)
-    return result.steps_per_second
+    return result.steps_per_second, cfg.n_timesteps / (time.process_time() - cpu)
 
 
 def sb3_model(cfg: DQNConfig) -> object:
@@ -84,12 +88,13 @@ def sb3_model(cfg: DQNConfig) -> object:
     )  # fmt: skip
 
 
-def run_sb3(cfg: DQNConfig) -> float:
-    """Steps per second of SB3's DQN for the same number of steps (model construction excluded)."""
+def run_sb3(cfg: DQNConfig) -> tuple[float, float]:
+    """Steps per second of SB3's DQN for the same number of steps (model construction excluded), in wall
+    and process CPU time."""
     model = sb3_model(cfg)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model.learn(total_timesteps=cfg.n_timesteps)  # type: ignore[attr-defined]
-    return cfg.n_timesteps / (time.perf_counter() - start)
+    return cfg.n_timesteps / (time.perf_counter() - start), cfg.n_timesteps / (time.process_time() - cpu)
 
 
 def forward_flops(net: nn.Module, shape: tuple[int, ...]) -> int:
@@ -171,7 +176,7 @@ def profile_parts(cfg: DQNConfig) -> None:
         setattr(cls, name, timed)
     try:
         wall, cpu = time.perf_counter(), time.thread_time()
-        rate = run_qiter(cfg)
+        rate, _ = run_qiter(cfg)
         wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
     finally:
         for cls, name, method in originals:
@@ -204,15 +209,16 @@ def main() -> None:
         steps = args.steps or (3000 if game == "minatar" else 1000)
         warmup = args.warmup or (500 if game == "minatar" else 200)
         cfg = bench_config(GAMES[game], steps, warmup)
-        rates: dict[str, list[float]] = {"qiter": [], "sb3": []}
+        rates: dict[str, list[tuple[float, float]]] = {"qiter": [], "sb3": []}
         for _ in range(args.repeats):
             rates["qiter"].append(run_qiter(cfg))
             rates["sb3"].append(run_sb3(cfg))
-        q, s = float(np.median(rates["qiter"])), float(np.median(rates["sb3"]))
+        (q, q_cpu), (s, s_cpu) = (np.median(np.array(rates[k]), axis=0) for k in ("qiter", "sb3"))
         print(
             f"{cfg.env_id}: {warmup + steps} steps (learning from {warmup}), update every {cfg.update_interval}, "
-            f"batch {cfg.batch_size}: qiter {q:,.0f} steps/s {rates['qiter']}, SB3 {s:,.0f} steps/s "
-            f"{rates['sb3']}, ratio {q / s:.2f}x",
+            f"batch {cfg.batch_size}: qiter {q:,.0f} steps/s {[round(r[0]) for r in rates['qiter']]}, SB3 "
+            f"{s:,.0f} steps/s {[round(r[0]) for r in rates['sb3']]}, ratio {q / s:.2f}x; per CPU second "
+            f"(medians) qiter {q_cpu:,.0f}, SB3 {s_cpu:,.0f}, ratio {q_cpu / s_cpu:.2f}x",
             flush=True,
         )
         flops, top = ceiling(cfg)
