@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import copy
 from typing import Any
 
 import gymnasium as gym
@@ -123,6 +124,27 @@ def test_conv_networks(space: spaces.Box, torso: str, hidden: int, dueling: bool
     th.testing.assert_close(q, net(pixels.float()))
     if not dueling:
         th.testing.assert_close(q, net.q_net(pixels.float() / float(space.high.max())))
+
+
+def test_nature_cnn_in_channels_last_is_the_same_function() -> None:
+    """The Nature CNN computes in the channels-last format (faster convolutions on the CPU): the same
+    Q-values and gradients as in the default format, and its state_dict loads into either."""
+    net = build_q_network(DQNConfig(env_id="x"), ATARI, spaces.Discrete(6))
+    assert isinstance(net, ConvQNetwork)
+    assert net.q_net[0].weight.is_contiguous(memory_format=th.channels_last)
+    plain = copy.deepcopy(net).to(memory_format=th.contiguous_format)
+    plain.memory_format = th.contiguous_format
+    assert plain.q_net[0].weight.is_contiguous()
+    pixels = th.as_tensor(np.random.default_rng(1).integers(0, 256, size=(8, *ATARI.shape)), dtype=th.uint8)
+    q, q_plain = net(pixels), plain(pixels)
+    th.testing.assert_close(q, q_plain, rtol=1e-5, atol=1e-5)
+    q.square().sum().backward()
+    q_plain.square().sum().backward()
+    for p, p_plain in zip(net.parameters(), plain.parameters(), strict=True):
+        th.testing.assert_close(p.grad, p_plain.grad, rtol=1e-4, atol=1e-5)
+    fresh = build_q_network(DQNConfig(env_id="x", seed=1), ATARI, spaces.Discrete(6))
+    fresh.load_state_dict(plain.state_dict())
+    th.testing.assert_close(fresh(pixels), q_plain, rtol=1e-5, atol=1e-5)
 
 
 def test_refusals_in_one_line() -> None:
