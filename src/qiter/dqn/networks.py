@@ -192,7 +192,9 @@ class ConvQNetwork(QNetwork):
         layers += [nn.Linear(n_flat, n_hidden), nn.ReLU(), nn.Linear(n_hidden, self.n_actions + int(dueling))]
         self.q_net = nn.Sequential(*layers)
         self.memory_format = th.channels_last if torso == "nature-cnn" else th.contiguous_format
-        self.to(memory_format=self.memory_format)
+        for layer in self.q_net:
+            if isinstance(layer, nn.Conv2d):
+                layer.weight.data = layer.weight.data.contiguous(memory_format=self.memory_format)
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
         """:return: Q-values ``(batch_size, n_actions)`` of uint8 (or float) image observations."""
