@@ -5,7 +5,9 @@ Why: the DQN core (:mod:`qiter.core`) and the population code must run on numpy 
 torch's CPU backend and on CUDA. Python
 operators (``@``, ``*``, ``+=``, ``.mT``, indexing) already mean the same in both libraries; the few calls
 that differ in name or signature (reductions, gathers, dtypes) go through an :class:`Ops`
-object. Every method is one library call, so the indirection costs a Python call, not a copy.
+object. Every method is one library call, so the indirection costs a Python call, not a copy. Where
+torch's CPU kernel is measured faster on numpy's arrays (large matrix products, the im2col gather),
+:class:`NumpyOps` calls it on views of the same memory (``torch.from_numpy``: no copy either).
 
 Nothing here synchronizes the host with a GPU: Python scalars enter kernels as arguments, so a CUDA step
 can be captured in a graph. Random numbers are not drawn here but computed by

@@ -69,7 +69,7 @@ class DQNConfig(RunConfig):
     per_beta_initial: float = 0.4
     per_beta_final: float = 1.0
     per_eps: float = 1e-6
-    # Execution: the numpy fast path (CPU, relu/tanh MLPs) or autograd
+    # Execution: the numpy fast path (CPU: MLPs and the MinAtar network) or autograd
     backend: Literal["auto", "numpy", "torch"] = "auto"
 
     def validate(self) -> None:

@@ -149,7 +149,8 @@ CONV_TORSOS: dict[str, tuple[tuple[tuple[int, int, int], ...], int]] = {
 class ConvQNetwork(QNetwork):
     """A convolutional Q-network: convolutions, one hidden layer, then a linear head of ``n_actions``
     outputs, or ``1 + n_actions`` with the dueling head (as in :class:`DuelingQNetwork`), all in one
-    ``q_net`` sequence (whose first layer, a convolution, keeps the numpy fast path away from it).
+    ``q_net`` sequence. The DQN core runs the MinAtar network (one stride-1 convolution) on the CPU
+    (:func:`qiter.dqn.core_learner.network_spec`), autograd the Nature CNN.
 
     Observations arrive as they are stored, uint8 pixels, and are scaled to [0, 1] here, on the device:
     a batch travels as a quarter of its float32 size. The Nature CNN computes in the channels-last memory
