@@ -180,9 +180,11 @@ def numpy_actor(q_net: nn.Module) -> Callable[[np.ndarray], int] | None:
         return None
     arrays = [p.detach().numpy() for p in q_net.parameters()]
     conv: ConvLayer | None = None
-    if spec.conv is not None:  # kernels (out, c, k, k) as (c * k * k, out): a view of a contiguous tensor
+    if spec.conv is not None:  # kernels (out, c, k, k) as (c * k * k, out), still a view
         kernels, bias = arrays[:2]
-        conv = (spec.conv.patch_index(), kernels.reshape(len(kernels), -1).T, bias)
+        kernels = kernels.view()
+        kernels.shape = (len(kernels), -1)  # in place: raises rather than act on a copy
+        conv = (spec.conv.patch_index(), kernels.T, bias)
         arrays = arrays[2:]
     arrays = [a.T if a.ndim == 2 else a for a in arrays]  # weights as (in, out), still views
     per_layer = 4 if spec.layer_norm else 2
