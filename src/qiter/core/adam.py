@@ -53,7 +53,9 @@ class Adam:
         # Xeon. (6 against 12 us for a 4.8k-parameter MLP, but the MLPs keep numpy's arithmetic, which
         # their documented runs were made with.)
         self._fused: tuple[list[th.Tensor], ...] | None = None
-        if ops.name == "numpy" and isinstance(lr, float) and params.size >= FUSED_MIN_SIZE:
+        # th._fused_adam_ is private: a torch build without it keeps numpy's passes (the same algorithm).
+        fusable = ops.name == "numpy" and isinstance(lr, float) and hasattr(th, "_fused_adam_")
+        if fusable and params.size >= FUSED_MIN_SIZE:
             self._fused = (
                 [th.from_numpy(params)], [th.from_numpy(grad)], [th.from_numpy(self.exp_avg)],
                 [th.from_numpy(self.exp_avg_sq)], [], [th.zeros((), dtype=th.float32)],
