@@ -276,9 +276,10 @@ class PrioritizedFrameReplayBuffer(PrioritizedReplayBuffer, FrameReplayBuffer):
     ) -> None:
         """Store one transition per copy with the maximal priority."""
         start = self.current_idx
+        # The frame memory's add (which never goes through store_transition, even for one copy), then the
+        # priorities.
         FrameReplayBuffer.add(self, obs, next_obs, actions, rewards, terminateds, truncateds)
-        for idx in range(start, start + self.n_envs):
-            self.tree.set_pending(idx, self.max_priority)
+        self.prioritize_new_rows(start)
 
     def sample_indices(self, batch_size: int) -> np.ndarray:
         """Proportional draws; a row that lost its frames is drawn again (its priority stays: a zero would

@@ -205,6 +205,11 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             return
         start = self.current_idx
         super().add(obs, next_obs, actions, rewards, terminateds, truncateds)
+        self.prioritize_new_rows(start)
+
+    def prioritize_new_rows(self, start: int) -> None:
+        """Give the ``n_envs`` rows just written from ``start`` the maximal priority (new transitions are
+        replayed at least once, Schaul et al., 2016)."""
         for idx in range(start, start + self.n_envs):
             self.tree.set_pending(idx, self.max_priority)
 
