@@ -38,6 +38,7 @@ __all__ = [
     "check_budget",
     "first_step_after",
     "load_agent",
+    "multiples_in",
 ]
 
 # Algorithm name -> "module:AgentClass", imported only when used (torch and friends load slowly).
@@ -229,6 +230,17 @@ class Agent(ABC):
         return "buffer" in state
 
 
+def multiples_in(step: Any, n_steps: int, interval: Any) -> Any:
+    """How many multiples of ``interval`` lie in ``(step - n_steps, step]``: the updates an interval schedule
+    owes a loop that just advanced ``n_steps`` steps to ``step`` (integers, or arrays of them elementwise).
+
+    :param step: The steps done so far.
+    :param n_steps: Steps advanced since the last look (``n_envs``, or finished episodes).
+    :param interval: Steps between two points of the schedule.
+    """
+    return step // interval - (step - n_steps) // interval
+
+
 def first_step_after(start: int, n_envs: int, after: int, interval: int) -> int:
     """The first step a loop that advances ``n_envs`` steps at a time from ``start`` reaches with
     ``step > after`` and a multiple of ``interval`` in ``(step - n_envs, step]`` (an update schedule in steps).
@@ -241,7 +253,7 @@ def first_step_after(start: int, n_envs: int, after: int, interval: int) -> int:
     step = start + n_envs
     if step <= after:
         step = start + ((after - start) // n_envs + 1) * n_envs
-    while not step // interval - (step - n_envs) // interval:
+    while not multiples_in(step, n_envs, interval):
         step += n_envs
     return step
 

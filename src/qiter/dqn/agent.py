@@ -25,7 +25,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from qiter.agent import Agent, Transitions, first_step_after
+from qiter.agent import Agent, Transitions, first_step_after, multiples_in
 from qiter.buffers.frames import FrameReplayBuffer, PrioritizedFrameReplayBuffer, check_fits_memory, gigabytes
 from qiter.buffers.prioritized import PrioritizedReplayBuffer
 from qiter.buffers.replay import ReplayBuffer
@@ -366,14 +366,12 @@ class DQNAgent(Agent):
         cfg = self.config
         n_envs = cfg.n_envs
         # Intervals are in environment steps: with n_envs copies, count the multiples of an interval in
-        # (step - n_envs, step] (inline: this runs once per step).
-        # As in the seed, the target update is checked before the gradient step of the same step.
-        interval = cfg.target_network_update_interval
-        if self._steps_target and step // interval - (step - n_envs) // interval:
+        # (step - n_envs, step]. As in the seed, the target update is checked before the gradient step.
+        if self._steps_target and multiples_in(step, n_envs, cfg.target_network_update_interval):
             self.learner.update_target(cfg.tau)
         if step <= self._learning_starts:
             return None
-        n_calls = step // cfg.update_interval - (step - n_envs) // cfg.update_interval
+        n_calls = multiples_in(step, n_envs, cfg.update_interval)
         if not n_calls:
             return None
         if cfg.learning_rate_final is not None:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch as th
 
+from qiter.agent import multiples_in
 from qiter.core.arrays import Array, Ops, make_ops
 from qiter.core.dqn import AgentSettings, BatchedDQN
 from qiter.core.mlp import MLPSpec
@@ -183,8 +184,7 @@ class Population:
         # The copies finished this step are those whose elapsed count was reset to 0 (every episode lasts
         # at least one step).
         ended = ops.sum(ops.astype(self.env.elapsed == 0, "int64").reshape(self.n, self.n_envs), 1)
-        interval = self.intervals_array
-        passed = self.episodes // interval - (self.episodes - ended) // interval
+        passed = multiples_in(self.episodes, ended, self.intervals_array)
         # On the host, as many masked copies as the most passed (with Polyak targets two are not one); on a
         # device, no read back: E masked copies always run.
         rounds = int(passed.max()) if ops.name == "numpy" else self.n_envs
@@ -220,7 +220,7 @@ class Population:
         """Target copies and gradient steps due at ``step`` (decided on the host: no device sync): as
         DQNAgent counts them, the multiples of each interval in ``(step - n_envs, step]``."""
         cfg, n_envs = self.config, self.n_envs
-        due = step // self.intervals - (step - n_envs) // self.intervals > 0
+        due = multiples_in(step, n_envs, self.intervals) > 0
         if self.episode_targets:
             pass
         elif self.same_interval:
@@ -230,9 +230,7 @@ class Population:
             self.learner.update_target(self.ops.asarray(due, "bool"), tau=cfg.tau)
         if step <= cfg.learning_starts:
             return
-        n_updates = (
-            step // cfg.update_interval - (step - n_envs) // cfg.update_interval
-        ) * cfg.gradient_steps
+        n_updates = multiples_in(step, n_envs, cfg.update_interval) * cfg.gradient_steps
         if not n_updates:
             return
         if cfg.learning_rate_final is not None:
